@@ -1,0 +1,105 @@
+"""A download-free character tokenizer and tiny real Qwen3.5 models.
+
+The model is ``transformers.Qwen3_5ForCausalLM`` itself, only with a small config: the layer pattern (three
+Gated DeltaNet ``linear_attention`` layers, then one gated ``full_attention`` layer), the module names and the
+forward code are those of the released checkpoints, so what a study learns about e.g. warmup or weight decay on
+these code paths carries over in kind, if not in scale.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+# Specials first, then newline and printable ASCII in code-point order: the ids never depend on anything but
+# this list, so checkpoints and cached tensors stay compatible across processes and machines.
+VOCAB = [PAD, EOS, UNK, "\n"] + [chr(code) for code in range(32, 127)]
+
+# Qwen3.5 interleaves three linear-attention layers with one full-attention layer.
+FULL_ATTENTION_INTERVAL = 4
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    num_layers: int
+    hidden: int
+    intermediate: int
+    heads: int  # full-attention query heads; key/value heads are half (GQA, as in Qwen3.5)
+    head_dim: int
+    linear_key_heads: int  # DeltaNet: twice as many value heads as key heads, as in Qwen3.5
+    linear_head_dim: int
+
+
+# A handful of named sizes so a study can sweep depth or width by name. All train at milliseconds per step on CPU.
+SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize(
+        num_layers=4, hidden=64, intermediate=128, heads=4, head_dim=16, linear_key_heads=2, linear_head_dim=16
+    ),
+    "tiny-8": ModelSize(
+        num_layers=8, hidden=64, intermediate=128, heads=4, head_dim=16, linear_key_heads=2, linear_head_dim=16
+    ),
+    "small": ModelSize(
+        num_layers=8, hidden=128, intermediate=256, heads=4, head_dim=32, linear_key_heads=4, linear_head_dim=32
+    ),
+}
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character of ``VOCAB``; anything else maps to ``<unk>``. Pads on the right by default."""
+    vocab = {token: index for index, token in enumerate(VOCAB)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    # Every character, newline included, is its own "word"; Fuse joins them back without inserting spaces.
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+
+
+def build_tiny_model(size: str = "tiny", seed: int = 0, vocab_size: int = len(VOCAB)) -> Qwen3_5ForCausalLM:
+    """A randomly initialised Qwen3.5 causal LM of a named size; the same ``seed`` gives the same weights.
+
+    Seeds torch's global RNG, which ``transformers`` initialisation draws from.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; valid sizes: {', '.join(SIZES)}")
+    dims = SIZES[size]
+    config = Qwen3_5TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=dims.hidden,
+        intermediate_size=dims.intermediate,
+        num_hidden_layers=dims.num_layers,
+        layer_types=[
+            "full_attention" if (index + 1) % FULL_ATTENTION_INTERVAL == 0 else "linear_attention"
+            for index in range(dims.num_layers)
+        ],
+        num_attention_heads=dims.heads,
+        num_key_value_heads=dims.heads // 2,
+        head_dim=dims.head_dim,
+        linear_num_key_heads=dims.linear_key_heads,
+        linear_num_value_heads=dims.linear_key_heads * 2,
+        linear_key_head_dim=dims.linear_head_dim,
+        linear_value_head_dim=dims.linear_head_dim,
+        max_position_embeddings=256,
+        pad_token_id=VOCAB.index(PAD),
+        eos_token_id=VOCAB.index(EOS),
+    )
+    torch.manual_seed(seed)
+    return Qwen3_5ForCausalLM(config)
+
+
+@functools.cache
+def fast_kernels_available() -> bool:
+    """Whether the fused Gated DeltaNet kernels (``fla``, ``causal_conv1d``) import; without them ``transformers``
+    runs its reference PyTorch implementation, which is correct but slower. Informational: results are comparable
+    either way only up to floating-point differences, so runs record it."""
+    for package in ("fla", "causal_conv1d"):
+        try:
+            importlib.import_module(package)
+        except Exception:  # a broken install (e.g. a CUDA mismatch) is as unusable as a missing one
+            return False
+    return True

@@ -1,0 +1,223 @@
+"""`wavesweep` command line (Typer + Rich). Errors a user can act on print one message and exit with code 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import WavesweepError
+
+if TYPE_CHECKING:
+    from orchestrator.executor import Event
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Store maintenance.")
+app.add_typer(db_app, name="db")
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[
+    Optional[str],
+    typer.Option("--store", help="SQLAlchemy URL of the store; default $WAVESWEEP_STORE, else sqlite:///wavesweep.db"),
+]
+
+
+def main() -> None:
+    try:
+        app()
+    except WavesweepError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(1)
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
+    store: StoreOpt = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs to declare for a local Ray (logical ones are fine).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
+) -> None:
+    """Run a study: design its waves, run them on Ray, record everything in the store. Resumes where it stopped."""
+    from orchestrator.driver import has_work, run_study
+    from orchestrator.executor import RayExecutor
+    from orchestrator.spec import load_spec
+    from orchestrator.store import Store
+
+    spec = load_spec(spec_path)
+    db = Store(store)
+    if not has_work(spec, db):
+        db.open_study(spec)  # still refuses a changed experiment/fixed params under the same name
+        console.print(f"All runs of study [bold]{spec.study}[/] are already finished in {db.display_url}; "
+                      "nothing to run.", highlight=False, soft_wrap=True)
+    else:
+        with RayExecutor(address=ray_address, num_gpus=gpus) as executor:
+            outcome = run_study(spec, db, executor, _WaveProgress(spec.response.metric))
+        console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave).", highlight=False, soft_wrap=True)
+    _print_best(db.runs(spec.study), spec.response.metric, spec.response.goal)
+    console.print(f"Results: {db.display_url} (study [bold]{spec.study}[/]). "
+                  f"Export: wavesweep export {spec.study} --format csv{_store_flag(store)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(study: Annotated[Optional[str], typer.Argument(help="A study; all studies when omitted.")] = None,
+           store: StoreOpt = None) -> None:
+    """Runs by status, waves and the best cells of a study (or a line per study)."""
+    from orchestrator.store import Store
+
+    db = Store(store)
+    if study is None:
+        table = Table("study", "runs", "by status", "best", title=f"Studies in {db.display_url}")
+        for name in db.study_names():
+            spec = db.study_spec(name) or {}
+            counts = db.status_counts(name)
+            best = _best_value(db.runs(name), spec["response"]["metric"], spec["response"]["goal"])
+            table.add_row(name, str(sum(counts.values())), _counts(counts), best)
+        console.print(table)
+        return
+    spec = _recorded_spec(db, study)
+    runs = db.runs(study)
+    console.print(f"Study [bold]{study}[/] in {db.display_url}", highlight=False, soft_wrap=True)
+    waves = Table("wave", "why", "runs", "by status", "finished")
+    for wave in db.waves(study):
+        counts: dict[str, int] = {}
+        for r in runs:
+            if r["wave"] == wave["number"]:
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+        finished = wave["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if wave["finished_at"] else "-"
+        waves.add_row(str(wave["number"]), f"{wave['design']}: {wave['reason']}", str(sum(counts.values())),
+                      _counts(counts), finished)
+    console.print(waves)
+    failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
+    for r in failed:
+        console.print(f"[red]{r['status']}[/] run {r['run_id']} ({r['error_kind']}): {r['error_message']}",
+                      highlight=False, soft_wrap=True)
+    _print_best(runs, spec["response"]["metric"], spec["response"]["goal"])
+
+
+@app.command()
+def export(study: Annotated[str, typer.Argument(help="The study to export.")],
+           format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File; default stdout.")] = None,
+           store: StoreOpt = None) -> None:
+    """One row per run: params, status, metrics, timings, error."""
+    from orchestrator.store import Store
+    from orchestrator.summary import runs_frame
+
+    if format not in ("csv", "json"):
+        raise WavesweepError(f"--format: must be csv or json; got {format!r}")
+    db = Store(store)
+    _recorded_spec(db, study)
+    frame = runs_frame(db.runs(study))
+    for column in ("started_at", "finished_at"):
+        frame[column] = frame[column].map(lambda t: t.isoformat() if t is not None else None)
+    if format == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        # NaN/inf are not JSON; write them as null and keep the status column to say why a metric is missing.
+        text = json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        err_console.print(f"wrote {len(frame)} runs to {output}", highlight=False, soft_wrap=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(store: StoreOpt = None) -> None:
+    """Bring the store's schema to this wavesweep's version (back the database up first)."""
+    from orchestrator.store.engine import make_engine, mask, resolve_url, upgrade
+
+    url = resolve_url(store)
+    upgrade(make_engine(url))
+    console.print(f"{mask(url)} is at the current schema.", highlight=False, soft_wrap=True)
+
+
+def _recorded_spec(db, study: str) -> dict:
+    spec = db.study_spec(study)
+    if spec is None:
+        known = ", ".join(db.study_names()) or "none"
+        raise WavesweepError(f"study {study!r} is not in {db.display_url} (studies there: {known})")
+    return spec
+
+
+def _store_flag(store: str | None) -> str:
+    from orchestrator.store import mask
+
+    return f" --store '{mask(store)}'" if store else ""
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _best_value(runs: list[dict], metric: str, goal: str) -> str:
+    from orchestrator.summary import best_cells
+
+    best = best_cells(runs, metric, goal, top=1)
+    return "-" if best.empty else f"{metric}={best['mean'].iloc[0]:.4g}"
+
+
+def _print_best(runs: list[dict], metric: str, goal: str) -> None:
+    from orchestrator.summary import best_cells
+
+    best = best_cells(runs, metric, goal)
+    if best.empty:
+        console.print(f"No COMPLETE run has {metric!r} yet.", highlight=False, soft_wrap=True)
+        return
+    factors = [c for c in best.columns if c.startswith("param.")]
+    title = f"Best cells by mean {metric} ({'lowest' if goal == 'minimize' else 'highest'} first)"
+    table = Table(*[c.removeprefix("param.") for c in factors], f"mean {metric}", "std", "seeds", title=title)
+    for _, row in best.iterrows():
+        std = "-" if row["std"] != row["std"] else f"{row['std']:.4g}"
+        table.add_row(*[str(row[c]) for c in factors], f"{row['mean']:.4g}", std, str(row["n"]))
+    console.print(table)
+    first = best.iloc[0]
+    config = ", ".join(f"{c.removeprefix('param.')}={first[c]}" for c in factors)
+    console.print(f"Best configuration: {config} ({metric} = {first['mean']:.4g})", highlight=False, soft_wrap=True)
+
+
+class _WaveProgress:
+    """A Rich progress bar per wave, and a line per finished run."""
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.progress = None
+        self.task = None
+        self.running = 0
+        self.levels: dict[str, str] = {}
+
+    def wave_started(self, number: int, cells: list, reason: str) -> None:
+        console.print(f"[bold]Wave {number}[/]: {len(cells)} runs ({reason})", highlight=False, soft_wrap=True)
+        self.levels = {c.key: " ".join(f"{k}={v}" for k, v in c.levels.items()) + f" seed={c.seed}" for c in cells}
+        self.running = 0
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # A fresh bar per wave: one Progress for the whole study would redraw the finished waves' bars too.
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console)
+        self.progress.start()
+        self.task = self.progress.add_task(f"wave {number}", total=len(cells), state="")
+
+    def event(self, event: Event) -> None:
+        from orchestrator.executor import Finished, Started
+
+        if isinstance(event, Started):
+            self.running += 1
+        elif isinstance(event, Finished):
+            self.running = max(0, self.running - 1)
+            self.progress.advance(self.task)
+            result = event.result
+            value = result.metrics.get(self.metric)
+            shown = f"{self.metric}={value:.4g}" if value is not None else (result.error_kind or "")
+            self.progress.console.print(f"  {result.status.value:<8} {self.levels.get(event.cell_key, '')}  {shown}  "
+                                        f"({result.wall_s or 0:.1f} s)", highlight=False, soft_wrap=True)
+        self.progress.update(self.task, state=f"{self.running} running")
+
+    def wave_finished(self, number: int) -> None:
+        self.progress.stop()

@@ -1,0 +1,273 @@
+"""The study spec: YAML -> a frozen, validated :class:`Spec`.
+
+Errors name the field path, the constraint and the value, e.g.
+``factors.learning_rate.levels[1]: must be > 0 for scale log; got -0.001``. All problems of a spec are reported at
+once so a researcher fixes the file in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from orchestrator.errors import SpecError
+
+Level = bool | int | float | str
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_EXPERIMENT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Run params that the orchestrator sets itself; a factor or fixed param of the same name would be ambiguous.
+_RESERVED_PARAMS = {"seed"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Factor(_Frozen):
+    """One hyperparameter that varies: its levels and how to code them."""
+
+    levels: tuple[Any, ...] = Field(description="The values tried; at least 2, no duplicates.")
+    scale: Literal["linear", "log"] = Field("linear", description="log: levels are coded in log space (> 0).")
+    type: Literal["numeric", "categorical"] | None = Field(
+        None, description="Inferred from the levels when omitted: numeric if all are numbers."
+    )
+
+    @property
+    def kind(self) -> Literal["numeric", "categorical"]:
+        if self.type is not None:
+            return self.type
+        return "numeric" if all(_is_number(v) for v in self.levels) else "categorical"
+
+
+class Response(_Frozen):
+    metric: StrictStr = Field(description="The metric that run() returns and the study optimises.")
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+
+class Strategy(_Frozen):
+    # Only `grid` exists so far; `auto` resolves to it until the adaptive `waves` and `greedy` modes land.
+    mode: Literal["auto", "grid"] = Field("auto", description="grid: the full factorial, split into waves.")
+    max_waves: StrictInt | None = Field(None, gt=0, description="Refuse a plan that needs more waves than this.")
+    max_runs: StrictInt | None = Field(None, gt=0, description="Refuse a plan that needs more runs than this.")
+    runs_per_wave: StrictInt | None = Field(
+        None, gt=0, description="Cells per wave; default: the GPUs of the cluster (CPU slots when it has none)."
+    )
+
+
+class Resources(_Frozen):
+    gpus_per_run: float = Field(1.0, ge=0, description="Ray num_gpus per run; ignored on a cluster without GPUs.")
+    cpus_per_run: float = Field(1.0, gt=0, description="Ray num_cpus per run; also the torch threads of a run.")
+
+
+class Spec(_Frozen):
+    """A validated study. Build it with :func:`load_spec` or :func:`parse_spec`, not directly."""
+
+    study: StrictStr = Field(pattern=_NAME, description="Unique name of the study in the store.")
+    description: StrictStr = ""
+    experiment: StrictStr = Field(description="`module:function` implementing run(params, ctx) -> dict of metrics.")
+    fixed: dict[str, Any] = Field(default_factory=dict, description="Params passed unchanged to every run.")
+    factors: dict[str, Factor] = Field(description="Params that vary, with their levels.")
+    response: Response
+    strategy: Strategy = Strategy()
+    resources: Resources = Resources()
+    seeds: tuple[StrictInt, ...] | None = Field(None, description="One run per cell and seed; default [0].")
+    replicates: StrictInt | None = Field(None, gt=0, description="Shorthand for seeds 0..replicates-1.")
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        if self.seeds is not None:
+            return self.seeds
+        return tuple(range(self.replicates or 1))
+
+    def fingerprint(self) -> str:
+        """Hash of what makes two runs of the same cell comparable: a study may gain levels, not change these."""
+        core = {"experiment": self.experiment, "fixed": self.fixed, "response": self.response.metric}
+        return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def load_experiment(self) -> Callable[..., Any]:
+        return import_experiment(self.experiment)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# PyYAML implements YAML 1.1, which reads `1e-4` (no dot) as a string. Researchers write learning rates that way,
+# so resolve YAML 1.2 floats too (https://github.com/yaml/pyyaml/issues/173).
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_spec(path: str | Path, *, check_experiment: bool = True) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([("spec", f"file not found: {path}", None)])
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise SpecError([("spec", f"is not valid YAML ({exc})".replace("\n", " "), None)]) from None
+    return parse_spec(data, check_experiment=check_experiment)
+
+
+def parse_spec(data: Any, *, check_experiment: bool = True) -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError([("spec", "must be a mapping of top-level keys (study, experiment, factors, ...)", data)])
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([_from_pydantic(err, Spec) for err in exc.errors()]) from None
+    problems = _check(spec)
+    if check_experiment and not any(path == "experiment" for path, _, _ in problems):
+        try:
+            import_experiment(spec.experiment)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def import_experiment(target: str) -> Callable[..., Any]:
+    """Import ``module:function`` and return the function, or raise a SpecError saying why not."""
+    module_name, _, func_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        raise SpecError([("experiment", f"module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})",
+                          target)]) from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise SpecError([("experiment", f"module {module_name!r} has no function {func_name!r}", target)])
+    return func
+
+
+def _check(spec: Spec) -> list[tuple[str, str, Any]]:
+    """Constraints between fields, which pydantic's per-field types cannot express."""
+    problems: list[tuple[str, str, Any]] = []
+    if not _EXPERIMENT.match(spec.experiment):
+        problems.append(("experiment", "must be 'module:function', e.g. 'experiments.qwen35.finetune:run'",
+                         spec.experiment))
+    if not spec.factors:
+        problems.append(("factors", "must name at least one factor", {}))
+    for name, factor in spec.factors.items():
+        problems.extend(_check_factor(f"factors.{name}", name, factor, spec))
+    for name in spec.fixed:
+        if name in _RESERVED_PARAMS:
+            problems.append((f"fixed.{name}", "is set by the orchestrator; use the top-level 'seeds' list", None))
+    if spec.seeds is not None and spec.replicates is not None:
+        problems.append(("replicates", "give either 'seeds' or 'replicates', not both", spec.replicates))
+    if spec.seeds is not None:
+        if not spec.seeds:
+            problems.append(("seeds", "must list at least one seed", []))
+        seen: set[int] = set()
+        for i, seed in enumerate(spec.seeds):
+            if seed in seen:
+                problems.append((f"seeds[{i}]", "must be unique", seed))
+            seen.add(seed)
+    return problems
+
+
+def _check_factor(path: str, name: str, factor: Factor, spec: Spec) -> list[tuple[str, str, Any]]:
+    problems: list[tuple[str, str, Any]] = []
+    if name in _RESERVED_PARAMS:
+        problems.append((path, "is set by the orchestrator; use the top-level 'seeds' list", None))
+    if name in spec.fixed:
+        problems.append((path, "is also under 'fixed'; a param is either fixed or a factor", None))
+    if len(factor.levels) < 2:
+        problems.append((f"{path}.levels", "must have at least 2 levels (a single value belongs under 'fixed')",
+                         list(factor.levels)))
+    kind = factor.kind
+    seen: list[Any] = []
+    for i, level in enumerate(factor.levels):
+        where = f"{path}.levels[{i}]"
+        if not isinstance(level, (bool, int, float, str)):
+            problems.append((where, "must be a number, a string or a boolean", level))
+            continue
+        if kind == "numeric" and not _is_number(level):
+            problems.append((where, "must be a number for type numeric", level))
+            continue
+        if _is_number(level) and not math.isfinite(level):
+            problems.append((where, "must be finite", level))
+            continue
+        if factor.scale == "log" and (not _is_number(level) or level <= 0):
+            problems.append((where, "must be > 0 for scale log", level))
+            continue
+        # 8 and 8.0 are the same level; True and 1 are not (bool is a category, not a number).
+        if any(level == other and isinstance(level, bool) == isinstance(other, bool) for other in seen):
+            problems.append((where, "must be unique within the factor", level))
+        seen.append(level)
+    if factor.scale == "log" and factor.type == "categorical":
+        problems.append((f"{path}.scale", "log scale needs numeric levels", factor.scale))
+    return problems
+
+
+_PYDANTIC_MESSAGES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "dict_type": "must be a mapping",
+    "tuple_type": "must be a list",
+    "model_type": "must be a mapping",
+}
+
+
+def _from_pydantic(err: dict[str, Any], model: type[BaseModel]) -> tuple[str, str, Any]:
+    loc = err["loc"]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "spec"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = ", ".join(_fields_at(model, loc[:-1]))
+        return path, f"unknown key; valid keys here: {valid}", err["input"]
+    if kind == "missing":
+        return path, "is required", None
+    if kind == "literal_error":
+        return path, f"must be one of {err['ctx']['expected']}", err["input"]
+    if kind in ("greater_than", "greater_than_equal"):
+        op = ">" if kind == "greater_than" else ">="
+        bound = err["ctx"].get("gt", err["ctx"].get("ge"))
+        return path, f"must be {op} {bound}", err["input"]
+    if kind == "string_pattern_mismatch":
+        return path, "must be 1-100 letters, digits, '_', '.', '-', starting with a letter or digit", err["input"]
+    message = _PYDANTIC_MESSAGES.get(kind, err["msg"][0].lower() + err["msg"][1:])
+    return path, message, err["input"]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the (sub)model that ``loc`` points into, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part) if isinstance(part, str) else None
+        if field is not None:
+            current = field.annotation
+        # dict[str, Factor] -> Factor: a factor name (or index) steps into the value type
+        args = getattr(current, "__args__", ())
+        if field is None and args:
+            current = args[-1]
+        elif field is not None and args and not hasattr(current, "model_fields"):
+            current = next((a for a in args if hasattr(a, "model_fields")), current)
+    return sorted(getattr(current, "model_fields", {}))

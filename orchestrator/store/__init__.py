@@ -1,0 +1,6 @@
+"""The SQL store (SQLAlchemy 2.0 + Alembic): SQLite file by default, any SQLAlchemy URL (PostgreSQL) by --store."""
+
+from orchestrator.store.engine import DEFAULT_STORE, mask, resolve_url
+from orchestrator.store.store import RunResult, Store
+
+__all__ = ["DEFAULT_STORE", "RunResult", "Store", "mask", "resolve_url"]

@@ -1,0 +1,138 @@
+"""SQLAlchemy models. Schema changes go through Alembic migrations in ``migrations/versions``, never create_all."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from orchestrator.status import RunStatus
+
+
+class UTCDateTime(TypeDecorator):
+    """Times are stored in UTC. SQLite drops the zone on the way back; this puts it back so comparisons across
+    backends agree (a naive and an aware datetime cannot even be compared in Python)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use datetime.now(timezone.utc)")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Databases disagree about NaN and infinity (PostgreSQL stores them, SQLite turns NaN into NULL, MySQL refuses
+# both), so a float that may be non-finite is stored as (value, kind) with value NULL unless kind is "finite".
+def encode_float(value: float) -> tuple[float | None, str]:
+    if math.isnan(value):
+        return None, "nan"
+    if math.isinf(value):
+        return None, "inf" if value > 0 else "-inf"
+    return value, "finite"
+
+
+def decode_float(value: float | None, kind: str) -> float:
+    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(kind, value)  # type: ignore[return-value]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StudyModel(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    waves: Mapped[list[WaveModel]] = relationship(back_populates="study", order_by="WaveModel.number")
+
+
+class WaveModel(Base):
+    __tablename__ = "waves"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1-based, in the order the strategy proposed them
+    design: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    study: Mapped[StudyModel] = relationship(back_populates="waves")
+    runs: Mapped[list[RunModel]] = relationship(back_populates="wave", order_by="RunModel.id")
+
+
+class RunModel(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("cell_key"), Index("ix_runs_study_status", "study_id", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    wave_id: Mapped[int] = mapped_column(ForeignKey("waves.id"), index=True)
+    cell_key: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # factor levels of the cell (fixed params: the spec)
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, native_enum=False, length=16, create_constraint=True, name="run_status"),
+        default=RunStatus.PENDING,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    device: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    wave: Mapped[WaveModel] = relationship(back_populates="runs")
+    metrics: Mapped[list[MetricModel]] = relationship(cascade="all, delete-orphan")
+
+
+class MetricModel(Base):
+    """A final metric of a run (what run() returned, plus the executor's cost figures)."""
+
+    __tablename__ = "run_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    kind: Mapped[str] = mapped_column(String(8), default="finite")
+
+
+class CurvePointModel(Base):
+    """One learning-curve point: ctx.report(step, name=value)."""
+
+    __tablename__ = "curve_points"
+    __table_args__ = (Index("ix_curve_points_run_name_step", "run_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    kind: Mapped[str] = mapped_column(String(8), default="finite")

@@ -1,0 +1,243 @@
+"""The store: the study's source of truth. The driver is its only writer; readers (status, export) only read."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import selectinload, sessionmaker
+
+from orchestrator.cells import Cell
+from orchestrator.errors import StudyMismatch
+from orchestrator.status import FINISHED, RunStatus
+from orchestrator.store.engine import ensure_schema, make_engine, mask, resolve_url, session_scope
+from orchestrator.store.models import (
+    CurvePointModel,
+    MetricModel,
+    RunModel,
+    StudyModel,
+    WaveModel,
+    decode_float,
+    encode_float,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Spec
+    from orchestrator.strategies import WavePlan
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the executor learned about one finished attempt of a cell."""
+
+    status: RunStatus
+    metrics: dict[str, float]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wall_s: float | None = None
+    host: str | None = None
+    device: str | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = resolve_url(url)
+        self.engine = make_engine(self.url)
+        ensure_schema(self.engine, self.url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        return mask(self.url)
+
+    def session(self):
+        return session_scope(self._sessions, self.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- studies and waves -------------------------------------------------------------------------------------
+
+    def open_study(self, spec: Spec) -> int:
+        """The study's id, creating it on first use. A name already used with another experiment, other fixed
+        params or another response is refused: its recorded runs would silently mix with the new ones."""
+        with self.session() as s:
+            study = s.scalar(select(StudyModel).where(StudyModel.name == spec.study))
+            if study is None:
+                study = StudyModel(name=spec.study, spec=spec.model_dump(mode="json"), fingerprint=spec.fingerprint())
+                s.add(study)
+                s.flush()
+                return study.id
+            if study.fingerprint != spec.fingerprint():
+                raise StudyMismatch(_mismatch_message(spec, study.spec, self.display_url))
+            study.spec = spec.model_dump(mode="json")  # may have gained levels or seeds
+            return study.id
+
+    def study_id(self, name: str) -> int | None:
+        with self.session() as s:
+            return s.scalar(select(StudyModel.id).where(StudyModel.name == name))
+
+    def known_keys(self, study_id: int) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(RunModel.cell_key).where(RunModel.study_id == study_id)))
+
+    def add_wave(self, study_id: int, plan: WavePlan) -> int:
+        """Record a wave and its cells as PENDING, in one transaction, before anything is scheduled."""
+        with self.session() as s:
+            number = (s.scalar(select(func.max(WaveModel.number)).where(WaveModel.study_id == study_id)) or 0) + 1
+            wave = WaveModel(study_id=study_id, number=number, design=plan.design, reason=plan.reason)
+            s.add(wave)
+            s.flush()
+            s.add_all(RunModel(study_id=study_id, wave_id=wave.id, cell_key=c.key, params=c.levels, seed=c.seed,
+                               status=RunStatus.PENDING) for c in plan.cells)
+            return number
+
+    def unfinished_waves(self, study_id: int) -> list[tuple[int, list[Cell]]]:
+        """(wave number, cells to run) for every wave holding cells that are not finished, oldest first."""
+        with self.session() as s:
+            rows = s.execute(
+                select(WaveModel.number, RunModel.cell_key, RunModel.params, RunModel.seed)
+                .join(RunModel, RunModel.wave_id == WaveModel.id)
+                .where(RunModel.study_id == study_id, RunModel.status.not_in(FINISHED))
+                .order_by(WaveModel.number, RunModel.id)
+            ).all()
+        waves: dict[int, list[Cell]] = defaultdict(list)
+        for number, key, params, seed in rows:
+            waves[number].append(Cell(key=key, levels=params, seed=seed))
+        return list(waves.items())
+
+    def finish_wave(self, study_id: int, number: int) -> None:
+        with self.session() as s:
+            s.execute(update(WaveModel).where(WaveModel.study_id == study_id, WaveModel.number == number)
+                      .values(finished_at=utcnow()))
+
+    # --- runs ----------------------------------------------------------------------------------------------------
+
+    def mark_running(self, cell_key: str, *, host: str, device: str, started_at: datetime) -> None:
+        """A new attempt starts: its earlier attempt's curve and error are cleared, the attempt counted."""
+        with self.session() as s:
+            run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key))
+            s.execute(delete(CurvePointModel).where(CurvePointModel.run_id == run.id))
+            run.status, run.host, run.device, run.started_at = RunStatus.RUNNING, host, device, started_at
+            run.attempts += 1
+            run.error_kind = run.error_message = run.traceback = None
+
+    def add_curve_points(self, points: Iterable[tuple[str, int, dict[str, float]]]) -> None:
+        """Batched learning-curve points: (cell key, step, {name: value})."""
+        points = list(points)
+        if not points:
+            return
+        with self.session() as s:
+            ids = dict(s.execute(select(RunModel.cell_key, RunModel.id)
+                                 .where(RunModel.cell_key.in_({key for key, _, _ in points}))).all())
+            rows = []
+            for key, step, metrics in points:
+                for name, value in metrics.items():
+                    stored, kind = encode_float(value)
+                    rows.append({"run_id": ids[key], "step": step, "name": name, "value": stored, "kind": kind})
+            s.execute(CurvePointModel.__table__.insert(), rows)
+
+    def finish_run(self, cell_key: str, result: RunResult) -> None:
+        with self.session() as s:
+            run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key).options(selectinload(RunModel.metrics)))
+            if run.status != RunStatus.RUNNING:  # died before it could say it started: still an attempt
+                run.attempts += 1
+            run.status = result.status
+            run.started_at = result.started_at or run.started_at
+            run.finished_at = result.finished_at or utcnow()
+            run.wall_s, run.error_kind = result.wall_s, result.error_kind
+            run.error_message, run.traceback = result.error_message, result.traceback
+            run.host = result.host or run.host
+            run.device = result.device or run.device
+            run.metrics.clear()
+            s.flush()
+            for name, value in result.metrics.items():
+                stored, kind = encode_float(value)
+                run.metrics.append(MetricModel(name=name, value=stored, kind=kind))
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    def study_names(self) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(StudyModel.name).order_by(StudyModel.created_at)))
+
+    def study_spec(self, name: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            return s.scalar(select(StudyModel.spec).where(StudyModel.name == name))
+
+    def waves(self, study: str) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.execute(
+                select(WaveModel.number, WaveModel.design, WaveModel.reason, WaveModel.created_at,
+                       WaveModel.finished_at)
+                .join(StudyModel, WaveModel.study_id == StudyModel.id)
+                .where(StudyModel.name == study).order_by(WaveModel.number)
+            ).all()
+        return [row._asdict() for row in rows]
+
+    def runs(self, study: str) -> list[dict[str, Any]]:
+        """One flat record per run: identity, params, status, timings, error, and every final metric."""
+        with self.session() as s:
+            rows = s.execute(
+                select(RunModel, WaveModel.number)
+                .join(WaveModel, RunModel.wave_id == WaveModel.id)
+                .join(StudyModel, RunModel.study_id == StudyModel.id)
+                .where(StudyModel.name == study)
+                .order_by(WaveModel.number, RunModel.id)
+                .options(selectinload(RunModel.metrics))
+            ).all()
+            return [_flatten(run, wave) for run, wave in rows]
+
+    def curve(self, cell_key: str) -> list[tuple[int, str, float]]:
+        with self.session() as s:
+            rows = s.execute(
+                select(CurvePointModel.step, CurvePointModel.name, CurvePointModel.value, CurvePointModel.kind)
+                .join(RunModel, CurvePointModel.run_id == RunModel.id)
+                .where(RunModel.cell_key == cell_key)
+                .order_by(CurvePointModel.name, CurvePointModel.step, CurvePointModel.id)
+            ).all()
+        return [(step, name, decode_float(value, kind)) for step, name, value, kind in rows]
+
+    def status_counts(self, study: str) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(
+                select(RunModel.status, func.count())
+                .join(StudyModel, RunModel.study_id == StudyModel.id)
+                .where(StudyModel.name == study)
+                .group_by(RunModel.status)
+            ).all()
+        return {status.value: count for status, count in rows}
+
+
+def _flatten(run: RunModel, wave_number: int) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "run_id": run.id, "cell_key": run.cell_key, "wave": wave_number, "seed": run.seed,
+        "status": run.status.value, "attempts": run.attempts,
+    }
+    record.update({f"param.{k}": v for k, v in run.params.items()})
+    record.update({f"metric.{m.name}": decode_float(m.value, m.kind) for m in run.metrics})
+    record.update({
+        "started_at": run.started_at, "finished_at": run.finished_at, "wall_s": run.wall_s,
+        "host": run.host, "device": run.device,
+        "error_kind": run.error_kind, "error_message": run.error_message,
+    })
+    return record
+
+
+def _mismatch_message(spec: Spec, recorded: dict[str, Any], url: str) -> str:
+    new = spec.model_dump(mode="json")
+    changed = [f"{field} (recorded {recorded.get(field)!r}, spec {new[field]!r})"
+               for field in ("experiment", "fixed") if recorded.get(field) != new[field]]
+    if recorded.get("response", {}).get("metric") != new["response"]["metric"]:
+        changed.append(f"response.metric (recorded {recorded['response']['metric']!r}, "
+                       f"spec {new['response']['metric']!r})")
+    return (f"study {spec.study!r} in {url} was recorded with a different " + "; ".join(changed) +
+            ". Its runs would not be comparable with new ones: give the spec a new 'study' name, or restore the "
+            "recorded values.")

@@ -1,0 +1,74 @@
+"""Runs one cell inside a Ray worker (or in-process): calls the experiment and turns what happens into a result.
+
+Import-light: no torch, no SQLAlchemy. Workers never open the store; everything goes back to the driver.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from orchestrator.context import Diverged, RunContext
+from orchestrator.spec import import_experiment
+from orchestrator.status import RunStatus
+
+
+def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids: tuple[int, ...] = ()) -> dict:
+    """Run ``payload`` (experiment, params, cell key, seed, response metric) and return a result dict.
+
+    ``sink(kind, data)`` carries events to the driver: ``("started", {...})`` once, then ``("progress", (step,
+    metrics))`` for every ``ctx.report``. Exceptions never escape: they become a FAILED/DIVERGED/OOM result.
+    """
+    key = payload["cell_key"]
+    host = socket.gethostname()
+    device = f"cuda:{','.join(map(str, gpu_ids))}" if gpu_ids else "cpu"
+    started = datetime.now(timezone.utc)
+    sink("started", {"cell_key": key, "host": host, "device": device, "started_at": started})
+    ctx = RunContext(
+        study=payload["study"], cell_key=key, seed=payload["seed"], num_cpus=payload["num_cpus"], gpu_ids=gpu_ids,
+        _sink=lambda step, metrics: sink("progress", (key, step, metrics)),
+    )
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"host": host, "device": device, "started_at": started, "metrics": {}}
+    try:
+        run = import_experiment(payload["experiment"])
+        metrics = _clean_metrics(run(dict(payload["params"]), ctx), payload["response"])
+        result.update(status=RunStatus.COMPLETE, metrics=metrics)
+    except Diverged as exc:
+        result.update(status=RunStatus.DIVERGED, error_kind="diverged", error_message=str(exc))
+    except Exception as exc:  # noqa: BLE001 - the run's failure is data, recorded with its traceback
+        oom = type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError)
+        result.update(status=RunStatus.OOM if oom else RunStatus.FAILED,
+                      error_kind="oom" if oom else "bad_result" if isinstance(exc, BadResult) else "exception", error_message=str(exc)[:2000],
+                      traceback=traceback.format_exc())
+    wall = time.perf_counter() - t0
+    result["wall_s"] = wall
+    result["finished_at"] = datetime.now(timezone.utc)
+    # Cost figures are the executor's, so every experiment reports them the same way (GPU-seconds: the cost).
+    result["metrics"]["wall_s"] = wall
+    result["metrics"]["gpu_s"] = wall * payload.get("gpus", 0.0)
+    return result
+
+
+class BadResult(TypeError):
+    """run() returned something that is not a dict of numbers holding the response metric."""
+
+
+def _clean_metrics(returned: Any, response: str) -> dict[str, float]:
+    if not isinstance(returned, dict):
+        raise BadResult(f"run() must return a dict of metric name -> number; got {type(returned).__name__}")
+    metrics: dict[str, float] = {}
+    for name, value in returned.items():
+        try:
+            metrics[str(name)] = float(value)
+        except (TypeError, ValueError):
+            raise BadResult(f"run() returned metric {name!r} = {value!r}, which is not a number") from None
+    if response not in metrics:
+        raise BadResult(f"run() returned no {response!r} (the spec's response.metric); got {sorted(metrics)}")
+    if not math.isfinite(metrics[response]):
+        raise Diverged(f"response {response!r} is {metrics[response]}")
+    return metrics
