@@ -70,7 +70,7 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
     """Runs by status, waves and the best cells of a study (or a line per study)."""
     from orchestrator.store import Store
 
-    db = Store(store)
+    db = Store(store, writer=False)
     if study is None:
         table = Table("study", "runs", "by status", "best", title=f"Studies in {db.display_url}")
         for name in db.study_names():
@@ -90,7 +90,7 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
             if r["wave"] == wave["number"]:
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
         finished = wave["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if wave["finished_at"] else "-"
-        waves.add_row(str(wave["number"]), f"{wave['design']}: {wave['reason']}", str(sum(counts.values())),
+        waves.add_row(str(wave["number"]), wave["reason"], str(sum(counts.values())),
                       _counts(counts), finished)
     console.print(waves)
     failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
@@ -111,7 +111,7 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
 
     if format not in ("csv", "json"):
         raise WavesweepError(f"--format: must be csv or json; got {format!r}")
-    db = Store(store)
+    db = Store(store, writer=False)
     _recorded_spec(db, study)
     frame = runs_frame(db.runs(study))
     for column in ("started_at", "finished_at"):

@@ -250,7 +250,7 @@ def _from_pydantic(err: dict[str, Any], model: type[BaseModel]) -> tuple[str, st
     if kind in ("greater_than", "greater_than_equal"):
         op = ">" if kind == "greater_than" else ">="
         bound = err["ctx"].get("gt", err["ctx"].get("ge"))
-        return path, f"must be {op} {bound}", err["input"]
+        return path, f"must be {op} {bound:g}", err["input"]
     if kind == "string_pattern_mismatch":
         return path, "must be 1-100 letters, digits, '_', '.', '-', starting with a letter or digit", err["input"]
     message = _PYDANTIC_MESSAGES.get(kind, err["msg"][0].lower() + err["msg"][1:])

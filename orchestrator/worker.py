@@ -42,9 +42,9 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
         result.update(status=RunStatus.DIVERGED, error_kind="diverged", error_message=str(exc))
     except Exception as exc:  # noqa: BLE001 - the run's failure is data, recorded with its traceback
         oom = type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError)
-        result.update(status=RunStatus.OOM if oom else RunStatus.FAILED,
-                      error_kind="oom" if oom else "bad_result" if isinstance(exc, BadResult) else "exception", error_message=str(exc)[:2000],
-                      traceback=traceback.format_exc())
+        kind = "oom" if oom else "bad_result" if isinstance(exc, BadResult) else "exception"
+        result.update(status=RunStatus.OOM if oom else RunStatus.FAILED, error_kind=kind,
+                      error_message=f"{type(exc).__name__}: {exc}"[:2000], traceback=traceback.format_exc())
     wall = time.perf_counter() - t0
     result["wall_s"] = wall
     result["finished_at"] = datetime.now(timezone.utc)

@@ -38,7 +38,7 @@ def mask(url: str) -> str:
         return "<unparseable store URL>"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, writer: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -47,16 +47,21 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database).expanduser()
+        if not writer and not path.exists():
+            raise StoreError(f"no store at {path}: run a study first, or pass --store / set WAVESWEEP_STORE")
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
-    _tune_sqlite(engine)
+    _tune_sqlite(engine, writer)
     return engine
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, writer: bool) -> None:
     # WAL lets readers (the dashboard, `wavesweep status`) read while the driver writes; BEGIN IMMEDIATE takes the
     # write lock at the start of a transaction, so two writers queue on busy_timeout instead of failing mid-way
-    # with "database is locked". Recipe: https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#pysqlite-serializable
+    # with "database is locked". Readers (status, export, the dashboard) use a plain deferred BEGIN: an IMMEDIATE
+    # one would take the write lock for every read and stall the driver.
+    # Recipe: https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#pysqlite-serializable
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
@@ -69,7 +74,7 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
 def alembic_config(engine: Engine):  # -> alembic.config.Config

@@ -47,9 +47,10 @@ class RunResult:
 
 
 class Store:
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, writer: bool = True):
+        """``writer=False`` for processes that only read (status, export, the dashboard)."""
         self.url = resolve_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, writer=writer)
         ensure_schema(self.engine, self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -1,0 +1,50 @@
+"""A response surface with known effects, for testing the orchestrator and the analysis without training anything.
+
+``metric = intercept + sum(coef * product of the named params) + noise_sd * N(0, 1)``, where the noise is drawn
+from the run's seed and params, so a cell gives the same value on every machine. ``surface`` maps a term
+(``"x"``, ``"x*y"``) to its coefficient. ``fail_if`` / ``diverge_if`` (param -> level) make matching runs raise,
+to exercise FAILED and DIVERGED; ``sleep_s`` makes a run take time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from typing import Any
+
+from orchestrator.context import Diverged, RunContext
+
+_KNOWN = {"surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if", "seed"}
+
+
+def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
+    surface: dict[str, float] = params.get("surface", {})
+    factors = {k: v for k, v in params.items() if k not in _KNOWN}
+    value = float(params.get("intercept", 0.0))
+    for term, coef in surface.items():
+        names = term.split("*")
+        missing = [n for n in names if n not in factors]
+        if missing:
+            raise ValueError(f"surface term {term!r} names {missing}, which are not params; params: {sorted(factors)}")
+        value += coef * math.prod(float(factors[n]) for n in names)
+    identity = json.dumps({"seed": params.get("seed", ctx.seed), **factors}, sort_keys=True, default=str)
+    rng = random.Random(hashlib.sha256(identity.encode()).hexdigest())
+    value += float(params.get("noise_sd", 0.0)) * rng.gauss(0.0, 1.0)
+
+    steps = int(params.get("steps", 5))
+    sleep_s = float(params.get("sleep_s", 0.0))
+    for step in range(1, steps + 1):
+        time.sleep(sleep_s / steps)
+        ctx.report(step, train_loss=value + 1.0 / step)  # a curve that converges to the final value
+        if _matches(factors, params.get("diverge_if")) and step == steps // 2 + 1:
+            raise Diverged(f"train_loss became nan at step {step}")
+    if _matches(factors, params.get("fail_if")):
+        raise RuntimeError(f"fail_if matched {params['fail_if']}")
+    return {params.get("metric", "loss"): value}
+
+
+def _matches(factors: dict[str, Any], condition: dict[str, Any] | None) -> bool:
+    return bool(condition) and all(factors.get(k) == v for k, v in condition.items())

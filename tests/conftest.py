@@ -1,0 +1,76 @@
+"""Shared fixtures: store URLs for SQLite and PostgreSQL, and helpers to write specs.
+
+PostgreSQL tests run against $WAVESWEEP_TEST_PG (default: the local server on 127.0.0.1:5432, database `test`).
+Each test gets a database of its own, created from that server and dropped afterwards. Without a server they
+skip with a reason, except under CI=true, where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("WAVESWEEP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin():
+    import psycopg
+
+    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
+
+
+@pytest.fixture
+def pg_url():
+    try:
+        admin = _pg_admin()
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_URL}: {exc}")
+        pytest.skip(f"no PostgreSQL at {PG_URL} ({exc}); start one (pg_ctlcluster <version> main start) or set "
+                    "WAVESWEEP_TEST_PG to a server where this user may CREATE DATABASE")
+    name = f"wavesweep_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = PG_URL.rpartition("/")
+    yield f"{base}/{name}"
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request):
+    """Runs a test once per backend: the store conformance suite."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return request.getfixturevalue(fixture)
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def synthetic_spec(study: str = "toy", **overrides) -> dict:
+    """A small study over experiments.synthetic: 2 x 3 cells, 2 seeds, 4 runs per wave -> 3 waves."""
+    spec = {
+        "study": study,
+        "experiment": "experiments.synthetic:run",
+        "fixed": {"surface": {"x": 1.0, "y": -2.0, "x*y": 0.5}, "noise_sd": 0.1},
+        "factors": {"x": {"levels": [1, 2]}, "y": {"levels": [0.1, 0.2, 0.5]}},
+        "response": {"metric": "loss", "goal": "minimize"},
+        "strategy": {"mode": "grid", "runs_per_wave": 4},
+        "resources": {"cpus_per_run": 1},
+        "seeds": [0, 1],
+    }
+    spec.update(overrides)
+    return spec
