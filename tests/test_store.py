@@ -127,3 +127,27 @@ def test_password_is_masked_in_messages():
     from orchestrator.store import mask
 
     assert mask("postgresql+psycopg://alice:s3cret@db.example/x") == "postgresql+psycopg://alice:***@db.example/x"
+
+
+def test_sqlite_reader_does_not_block_the_writer(sqlite_url):
+    from sqlalchemy import select
+
+    from orchestrator.store.models import RunModel
+
+    writer = Store(sqlite_url)
+    spec, study_id, _, cells = start_study(writer)
+    reader = Store(sqlite_url, writer=False)
+    with reader.session() as s:  # a long read transaction, as a dashboard query would hold
+        assert len(s.scalars(select(RunModel)).all()) == len(cells)
+        writer.finish_run(cells[0].key, RunResult(status=RunStatus.COMPLETE, metrics={"loss": 1.0}))
+    assert reader.status_counts(spec.study)["COMPLETE"] == 1
+    reader.close()
+    writer.close()
+
+
+def test_reader_refuses_a_missing_sqlite_file(tmp_path):
+    from orchestrator.errors import StoreError
+
+    with pytest.raises(StoreError, match="no store at .*nope.db: run a study first"):
+        Store(f"sqlite:///{tmp_path / 'nope.db'}", writer=False)
+    assert not (tmp_path / "nope.db").exists()
