@@ -17,13 +17,14 @@ pytestmark = pytest.mark.slow
 
 
 def small_demo(study: str = "demo-small") -> dict:
-    """The demo spec, shortened: 4 cells in 2 waves of 2, 12 steps each."""
+    """The demo spec, shortened: 4 cells x 1 seed in 2 waves of 2, 12 steps each."""
     spec = load_spec(REPO / "experiments/specs/demo.yaml").model_dump(mode="json", exclude_none=True)
     spec["study"] = study
     spec["fixed"]["max_steps"] = 12
     spec["fixed"]["n_eval"] = 16
     del spec["factors"]["weight_decay"]
     spec["strategy"] = {"mode": "grid", "runs_per_wave": 2}
+    spec["seeds"] = [0]
     return spec
 
 
