@@ -34,6 +34,10 @@ def main() -> None:
     except WavesweepError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted. Finished runs are in the store; run the same command again to resume "
+                          "(runs left RUNNING are requeued).", highlight=False, soft_wrap=True)
+        sys.exit(130)
 
 
 @app.command()

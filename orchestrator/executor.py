@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
+from orchestrator.errors import WavesweepError
 from orchestrator.status import RunStatus
 from orchestrator.store.store import RunResult
 
@@ -63,7 +64,7 @@ class RayExecutor:
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
         if self.address or os.environ.get("RAY_ADDRESS"):
             if self.num_gpus is not None:
-                raise ValueError("--gpus declares GPUs of a local Ray; a cluster reports its own (drop --gpus)")
+                raise WavesweepError("--gpus declares GPUs of a local Ray; a cluster reports its own (drop --gpus)")
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False,
                      logging_level=logging.WARNING)
         else:

@@ -20,9 +20,9 @@ from tests.conftest import REPO, synthetic_spec, write_spec
 pytestmark = pytest.mark.slow
 
 
-def wavesweep(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def wavesweep(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # Wide enough that Rich does not wrap table cells into words the assertions look for.
-    env = {**os.environ, "COLUMNS": "250"}
+    env = {**os.environ, "COLUMNS": "250", **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 

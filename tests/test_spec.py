@@ -37,6 +37,7 @@ def spec_with(path: str, value, *, delete: bool = False) -> dict:
 
 MALFORMED = [
     (spec_with("study", None, delete=True), "study: is required"),
+    (spec_with("experiment", None, delete=True), "experiment: is required"),
     (spec_with("study", "has space"), "study: must be 1-100 letters, digits, '_', '.', '-', starting with a letter or digit; got 'has space'"),
     (spec_with("colour", "red"), "colour: unknown key; valid keys here: description, experiment, factors, fixed, replicates, resources, response, seeds, strategy, study; got 'red'"),
     (spec_with("factors.batch_size.lavels", [1, 2]), "factors.batch_size.lavels: unknown key; valid keys here: levels, scale, type; got [1, 2]"),
