@@ -5,7 +5,6 @@ This module runs inside Ray workers: it must stay import-light (no torch, no SQL
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,6 +42,3 @@ class RunContext:
         if self._sink is not None:
             self._sink(int(step), clean)
 
-
-def is_finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
