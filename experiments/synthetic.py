@@ -3,7 +3,9 @@
 ``metric = intercept + sum(coef * product of the named params) + noise_sd * N(0, 1)``, where the noise is drawn
 from the run's seed and params, so a cell gives the same value on every machine. ``surface`` maps a term
 (``"x"``, ``"x*y"``) to its coefficient. ``fail_if`` / ``diverge_if`` (param -> level) make matching runs raise,
-to exercise FAILED and DIVERGED; ``sleep_s`` makes a run take time.
+to exercise FAILED and DIVERGED; ``sleep_s`` makes a run take time. ``save_artifact`` writes the value into the run's
+artifact directory and ``load_artifact`` (a directory, e.g. a resolved ``store:`` reference) reads one back as the
+metric ``loaded``, to exercise artifacts; ``report_pid`` returns the worker's process id, to exercise worker reuse.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from typing import Any
 
 from orchestrator.context import Diverged, RunContext
 
-_KNOWN = {"surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if", "seed"}
+_KNOWN = {"surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if", "seed",
+          "save_artifact", "load_artifact", "report_pid"}
 
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
@@ -43,7 +47,17 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
             raise Diverged(f"train_loss became nan at step {step}")
     if _matches(factors, params.get("fail_if")):
         raise RuntimeError(f"fail_if matched {params['fail_if']}")
-    return {params.get("metric", "loss"): value}
+    metrics = {params.get("metric", "loss"): value}
+    if params.get("save_artifact"):
+        os.makedirs(ctx.artifact_dir, exist_ok=True)
+        with open(os.path.join(ctx.artifact_dir, "value.json"), "w") as f:
+            json.dump({"value": value}, f)
+    if params.get("load_artifact"):
+        with open(os.path.join(params["load_artifact"], "value.json")) as f:
+            metrics["loaded"] = json.load(f)["value"]
+    if params.get("report_pid"):
+        metrics["pid"] = float(os.getpid())
+    return metrics
 
 
 def _matches(factors: dict[str, Any], condition: dict[str, Any] | None) -> bool:

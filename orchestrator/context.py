@@ -28,6 +28,8 @@ class RunContext:
     seed: int
     num_cpus: int = 1
     gpu_ids: tuple[int, ...] = ()
+    artifact_dir: str = ""  # where this run may save outputs (e.g. its adapter); created on first use by the run
+    warm_reuse: bool = True  # whether the experiment may keep a loaded base model for the worker's next run
     _sink: Callable[[int, dict[str, float]], None] | None = field(default=None, repr=False)
 
     @property

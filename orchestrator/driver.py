@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from orchestrator.executor import Finished, Progress, Started
+from orchestrator.executor import Finished, Job, Progress, Started
+from orchestrator.references import resolve_all, substitute
 from orchestrator.strategies import create_strategy
 
 if TYPE_CHECKING:
@@ -37,14 +39,16 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     """
     strategy = create_strategy(spec)
     runs_per_wave = spec.strategy.runs_per_wave or executor.slots(spec)
-    strategy.check_budget(runs_per_wave)  # before the first write: a plan over budget stores nothing
+    # Both before the first write: a plan over budget or a dangling store reference stores nothing.
+    strategy.check_budget(runs_per_wave)
+    resolved = resolve_all(spec, store)
     study_id = store.open_study(spec)
+    wave = _WaveRunner(spec, store, executor, listener, study_id, resolved)
     ran = 0
     for number, cells in store.unfinished_waves(study_id):
-        ran += _run_wave(spec, store, executor, listener, study_id, number, cells, f"resume of wave {number}")
+        ran += wave.run(number, cells, f"resume of wave {number}")
     while (plan := strategy.next_wave(store.known_keys(study_id), runs_per_wave)) is not None:
-        number = store.add_wave(study_id, plan)
-        ran += _run_wave(spec, store, executor, listener, study_id, number, plan.cells, plan.reason)
+        ran += wave.run(store.add_wave(study_id, plan), plan.cells, plan.reason)
     return Outcome(spec.study, strategy.planned_runs(), ran, runs_per_wave)
 
 
@@ -58,20 +62,34 @@ def has_work(spec: Spec, store: Store) -> bool:
     return create_strategy(spec).next_wave(store.known_keys(study_id), runs_per_wave=1) is not None
 
 
-def _run_wave(spec: Spec, store: Store, executor: RayExecutor, listener: Listener | None, study_id: int,
-              number: int, cells: list[Cell], reason: str) -> int:
-    if listener:
-        listener.wave_started(number, cells, reason)
-    for event in executor.run(spec, cells):
-        if isinstance(event, Started):
-            store.mark_running(event.cell_key, host=event.host, device=event.device, started_at=event.started_at)
-        elif isinstance(event, Progress):
-            store.add_curve_points(event.points)
-        elif isinstance(event, Finished):
-            store.finish_run(event.cell_key, event.result)
-        if listener:
-            listener.event(event)  # after the write: what is shown is what is stored
-    store.finish_wave(study_id, number)
-    if listener:
-        listener.wave_finished(number)
-    return len(cells)
+@dataclass
+class _WaveRunner:
+    spec: Spec
+    store: Store
+    executor: RayExecutor
+    listener: Listener | None
+    study_id: int
+    resolved: dict[str, str]  # store reference -> artifact directory
+
+    def run(self, number: int, cells: list[Cell], reason: str) -> int:
+        if self.listener:
+            self.listener.wave_started(number, cells, reason)
+        jobs, inputs = {}, {}
+        for cell in cells:
+            params, inputs[cell.key] = substitute({**self.spec.fixed, **cell.levels, "seed": cell.seed}, self.resolved)
+            artifact_dir = str(Path(self.spec.artifacts).resolve() / self.spec.study / cell.key)
+            jobs[cell.key] = Job(cell, params, artifact_dir)
+        for event in self.executor.run(self.spec, list(jobs.values())):
+            if isinstance(event, Started):
+                self.store.mark_running(event.cell_key, host=event.host, device=event.device,
+                                        started_at=event.started_at, inputs=inputs[event.cell_key])
+            elif isinstance(event, Progress):
+                self.store.add_curve_points(event.points)
+            elif isinstance(event, Finished):
+                self.store.finish_run(event.cell_key, event.result)
+            if self.listener:
+                self.listener.event(event)  # after the write: what is shown is what is stored
+        self.store.finish_wave(self.study_id, number)
+        if self.listener:
+            self.listener.wave_finished(number)
+        return len(cells)

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Job:
+    """A cell as the executor runs it: the run's full params (references resolved) and its artifact directory."""
+
+    cell: Cell
+    params: dict[str, Any]
+    artifact_dir: str
+
+
+@dataclass(frozen=True)
 class Started:
     cell_key: str
     host: str
@@ -92,24 +101,27 @@ class RayExecutor:
             return max(1, math.floor(total["GPU"] / res.gpus_per_run + 1e-9))
         return max(1, math.floor(total.get("CPU", 1) / res.cpus_per_run + 1e-9))
 
-    def run(self, spec: Spec, cells: list[Cell]) -> Iterator[Event]:
-        """Submit every cell of a wave at once (Ray queues what does not fit) and yield events until all end."""
+    def run(self, spec: Spec, jobs: list[Job]) -> Iterator[Event]:
+        """Submit every job of a wave at once (Ray queues what does not fit) and yield events until all end."""
         import ray
 
         from orchestrator.ray_tasks import Inbox, run_cell_task
 
-        use_gpus = self.resources().get("GPU", 0) > 0 and spec.resources.gpus_per_run > 0
-        gpus = spec.resources.gpus_per_run if use_gpus else 0.0
+        res = spec.resources
+        gpus = res.gpus_per_run if self.resources().get("GPU", 0) > 0 and res.gpus_per_run > 0 else 0.0
         inbox = Inbox.options(num_cpus=0).remote()
-        task = run_cell_task.options(num_cpus=spec.resources.cpus_per_run, num_gpus=gpus, max_retries=0)
+        # max_calls: how many runs one worker process serves before Ray replaces it. Ray's default for GPU tasks
+        # is 1 (a fresh process per run); warm reuse needs the process, and the model it loaded, to live on.
+        max_calls = res.max_runs_per_worker if res.warm_reuse else 1
+        task = run_cell_task(max_calls).options(num_cpus=res.cpus_per_run, num_gpus=gpus, max_retries=0)
         pending = {}
-        for cell in cells:
+        for job in jobs:
             payload = {
-                "study": spec.study, "experiment": spec.experiment, "cell_key": cell.key, "seed": cell.seed,
-                "params": {**spec.fixed, **cell.levels, "seed": cell.seed}, "response": spec.response.metric,
-                "num_cpus": max(1, int(spec.resources.cpus_per_run)), "gpus": gpus,
+                "study": spec.study, "experiment": spec.experiment, "cell_key": job.cell.key, "seed": job.cell.seed,
+                "params": job.params, "response": spec.response.metric, "artifact_dir": job.artifact_dir,
+                "num_cpus": max(1, int(res.cpus_per_run)), "gpus": gpus, "warm_reuse": res.warm_reuse,
             }
-            pending[task.remote(payload, inbox)] = cell.key
+            pending[task.remote(payload, inbox)] = job.cell.key
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)

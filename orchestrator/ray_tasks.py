@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import ray
@@ -24,8 +25,13 @@ class Inbox:
         return items
 
 
-@ray.remote
-def run_cell_task(payload: dict[str, Any], inbox: Any) -> dict[str, Any]:
+@functools.cache
+def run_cell_task(max_calls: int) -> Any:
+    """The remote run function with this ``max_calls`` (Ray only takes it at decoration, not in .options())."""
+    return ray.remote(max_calls=max_calls)(_run_cell)
+
+
+def _run_cell(payload: dict[str, Any], inbox: Any) -> dict[str, Any]:
     last: list[Any] = []
 
     def sink(kind: str, data: Any) -> None:

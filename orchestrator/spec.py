@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from orchestrator.errors import SpecError
 
@@ -66,6 +66,13 @@ class Strategy(_Frozen):
 class Resources(_Frozen):
     gpus_per_run: float = Field(1.0, ge=0, description="Ray num_gpus per run; ignored on a cluster without GPUs.")
     cpus_per_run: float = Field(1.0, gt=0, description="Ray num_cpus per run; also the torch threads of a run.")
+    warm_reuse: StrictBool = Field(
+        True, description="Let a worker process keep a loaded base model for its next run (the experiment decides "
+                          "what is safe to keep); false: every run starts in a fresh process."
+    )
+    max_runs_per_worker: StrictInt = Field(
+        8, gt=0, description="With warm_reuse, a worker process exits after this many runs (frees leaked memory)."
+    )
 
 
 class Spec(_Frozen):
@@ -79,6 +86,10 @@ class Spec(_Frozen):
     response: Response
     strategy: Strategy = Strategy()
     resources: Resources = Resources()
+    artifacts: StrictStr = Field(
+        "wavesweep-artifacts", description="Directory for run outputs (adapters), <artifacts>/<study>/<cell key>; "
+                                           "on a cluster it must be storage every node sees."
+    )
     seeds: tuple[StrictInt, ...] | None = Field(None, description="One run per cell and seed; default [0].")
     replicates: StrictInt | None = Field(None, gt=0, description="Shorthand for seeds 0..replicates-1.")
 

@@ -6,6 +6,7 @@ Import-light: no torch, no SQLAlchemy. Workers never open the store; everything 
 from __future__ import annotations
 
 import math
+import os
 import socket
 import time
 import traceback
@@ -30,6 +31,7 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     sink("started", {"cell_key": key, "host": host, "device": device, "started_at": started})
     ctx = RunContext(
         study=payload["study"], cell_key=key, seed=payload["seed"], num_cpus=payload["num_cpus"], gpu_ids=gpu_ids,
+        artifact_dir=payload["artifact_dir"], warm_reuse=payload["warm_reuse"],
         _sink=lambda step, metrics: sink("progress", (key, step, metrics)),
     )
     t0 = time.perf_counter()
@@ -50,7 +52,9 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     result["finished_at"] = datetime.now(timezone.utc)
     # Cost figures are the executor's, so every experiment reports them the same way (GPU-seconds: the cost).
     result["metrics"]["wall_s"] = wall
-    result["metrics"]["gpu_s"] = wall * payload.get("gpus", 0.0)
+    result["metrics"]["gpu_s"] = wall * payload["gpus"]
+    if os.path.isdir(ctx.artifact_dir) and os.listdir(ctx.artifact_dir):
+        result["artifact_dir"] = ctx.artifact_dir
     return result
 
 

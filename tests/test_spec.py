@@ -39,7 +39,7 @@ MALFORMED = [
     (spec_with("study", None, delete=True), "study: is required"),
     (spec_with("experiment", None, delete=True), "experiment: is required"),
     (spec_with("study", "has space"), "study: must be 1-100 letters, digits, '_', '.', '-', starting with a letter or digit; got 'has space'"),
-    (spec_with("colour", "red"), "colour: unknown key; valid keys here: description, experiment, factors, fixed, replicates, resources, response, seeds, strategy, study; got 'red'"),
+    (spec_with("colour", "red"), "colour: unknown key; valid keys here: artifacts, description, experiment, factors, fixed, replicates, resources, response, seeds, strategy, study; got 'red'"),
     (spec_with("factors.batch_size.lavels", [1, 2]), "factors.batch_size.lavels: unknown key; valid keys here: levels, scale, type; got [1, 2]"),
     (spec_with("factors.learning_rate.levels", [1e-4, -0.001]), "factors.learning_rate.levels[1]: must be > 0 for scale log; got -0.001"),
     (spec_with("factors.learning_rate.levels", [1e-4, 0]), "factors.learning_rate.levels[1]: must be > 0 for scale log; got 0"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -111,16 +113,28 @@ def test_schema_from_an_unknown_version_is_refused(store_url):
         Store(store_url)
 
 
-def test_an_older_schema_is_refused_with_the_upgrade_command(store_url, monkeypatch):
-    Store(store_url).close()
-    import orchestrator.store.engine as engine
+def test_an_older_schema_is_refused_then_upgraded_keeping_its_rows(store_url):
+    from alembic import command
 
-    # Pretend this wavesweep's head is a later revision than the one in the database.
-    monkeypatch.setattr(engine, "head_revision", lambda _engine: "0002")
+    from orchestrator.store.engine import alembic_config, head_revision, make_engine
+
+    engine = make_engine(store_url)
+    command.upgrade(alembic_config(engine), "0001")  # a store made by the first release
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (name, spec, fingerprint, created_at, updated_at) "
+                          "VALUES ('old', '{}', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    engine.dispose()
     with pytest.raises(SchemaOutOfDate) as info:
         Store(store_url)
-    assert "has schema 0001, this wavesweep needs 0002" in str(info.value)
+    assert f"has schema 0001, this wavesweep needs {head_revision(engine)}" in str(info.value)
     assert "wavesweep db upgrade --store '" in str(info.value)
+
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "db", "upgrade", "--store", store_url],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    db = Store(store_url)
+    assert db.study_names() == ["old"]
+    db.close()
 
 
 def test_password_is_masked_in_messages():

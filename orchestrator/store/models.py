@@ -106,6 +106,8 @@ class RunModel(Base):
     error_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    artifact_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # what the run saved, if any
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # store references, resolved
 
     wave: Mapped[WaveModel] = relationship(back_populates="runs")
     metrics: Mapped[list[MetricModel]] = relationship(cascade="all, delete-orphan")

@@ -44,6 +44,7 @@ class RunResult:
     error_kind: str | None = None
     error_message: str | None = None
     traceback: str | None = None
+    artifact_dir: str | None = None
 
 
 class Store:
@@ -121,12 +122,14 @@ class Store:
 
     # --- runs ----------------------------------------------------------------------------------------------------
 
-    def mark_running(self, cell_key: str, *, host: str, device: str, started_at: datetime) -> None:
+    def mark_running(self, cell_key: str, *, host: str, device: str, started_at: datetime,
+                     inputs: dict[str, str] | None = None) -> None:
         """A new attempt starts: its earlier attempt's curve and error are cleared, the attempt counted."""
         with self.session() as s:
             run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key))
             s.execute(delete(CurvePointModel).where(CurvePointModel.run_id == run.id))
             run.status, run.host, run.device, run.started_at = RunStatus.RUNNING, host, device, started_at
+            run.inputs = inputs or None
             run.attempts += 1
             run.error_kind = run.error_message = run.traceback = None
 
@@ -155,6 +158,7 @@ class Store:
             run.finished_at = result.finished_at or utcnow()
             run.wall_s, run.error_kind = result.wall_s, result.error_kind
             run.error_message, run.traceback = result.error_message, result.traceback
+            run.artifact_dir = result.artifact_dir
             run.host = result.host or run.host
             run.device = result.device or run.device
             run.metrics.clear()
@@ -196,6 +200,19 @@ class Store:
             ).all()
             return [_flatten(run, wave) for run, wave in rows]
 
+    def artifact_of(self, study: str, selector: str) -> str | None:
+        """The artifact directory of run ``selector`` (its id) or of the ``best`` COMPLETE run that has one."""
+        spec = self.study_spec(study)
+        runs = [r for r in self.runs(study) if r["artifact_dir"] and r["status"] == "COMPLETE"]
+        if selector != "best":
+            return next((r["artifact_dir"] for r in runs if str(r["run_id"]) == selector), None)
+        metric = f"metric.{spec['response']['metric']}"
+        runs = [r for r in runs if metric in r and r[metric] == r[metric]]  # drop NaN
+        if not runs:
+            return None
+        pick = min if spec["response"]["goal"] == "minimize" else max
+        return pick(runs, key=lambda r: r[metric])["artifact_dir"]
+
     def curve(self, cell_key: str) -> list[tuple[int, str, float]]:
         with self.session() as s:
             rows = s.execute(
@@ -228,6 +245,7 @@ def _flatten(run: RunModel, wave_number: int) -> dict[str, Any]:
         "started_at": run.started_at, "finished_at": run.finished_at, "wall_s": run.wall_s,
         "host": run.host, "device": run.device,
         "error_kind": run.error_kind, "error_message": run.error_message,
+        "artifact_dir": run.artifact_dir, "inputs": run.inputs,
     })
     return record
 
