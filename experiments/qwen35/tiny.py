@@ -20,6 +20,30 @@ PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 # text gets the same ids in every process and on every machine.
 VOCAB = [PAD, EOS, UNK, "\n"] + [chr(code) for code in range(32, 127)]
 
+# Qwen3.5's chat template, cut down to single-turn text chat (no tools, images or reasoning_content): ChatML
+# turns, then the assistant turn's think block. The generation prompt ends in "<think>\n" (the model reasons
+# first: the default), or in the empty block "<think>\n\n</think>\n\n" with enable_thinking=False. A final
+# assistant turn is written after the empty block too, so that the generation prompt is a prefix of the
+# conversation rendered with its answer: training data is split into prompt and completion on that prefix.
+# Plain ASCII, so the character tokenizer spells every marker out.
+CHAT_TEMPLATE = r"""
+{%- for message in messages %}
+    {{- '<|im_start|>' + message.role + '\n' }}
+    {%- if message.role == 'assistant' and loop.last %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+    {{- message.content + '<|im_end|>\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- else %}
+        {{- '<think>\n' }}
+    {%- endif %}
+{%- endif %}
+"""
+
 # Qwen3.5 interleaves three linear-attention layers with one full-attention layer.
 FULL_ATTENTION_INTERVAL = 4
 
@@ -51,13 +75,19 @@ SIZES: dict[str, ModelSize] = {
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character of ``VOCAB``; anything else maps to ``<unk>``. Pads on the right by default."""
+    """One token per character of ``VOCAB``; anything else maps to ``<unk>``. Pads on the right by default.
+
+    Has ``CHAT_TEMPLATE`` as its chat template, whose markers (``<|im_start|>``...) are spelt out character by
+    character rather than being single special tokens as in Qwen3.5's tokenizer.
+    """
     vocab = {token: index for index, token in enumerate(VOCAB)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     # Every character, newline included, is its own "word"; Fuse joins them back without inserting spaces.
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token=PAD, eos_token=EOS, unk_token=UNK, chat_template=CHAT_TEMPLATE
+    )
 
 
 def build_tiny_model(size: str = "tiny", seed: int = 0, vocab_size: int = len(VOCAB)) -> Qwen3_5ForCausalLM:
