@@ -9,11 +9,12 @@ import torch
 
 from experiments.qwen35 import finetune
 from experiments.qwen35.data import IGNORE_INDEX, encode_for_training, make_arithmetic, parse_final_answer
+from experiments.qwen35.models import load_model_and_tokenizer
 from experiments.qwen35.tiny import VOCAB, build_tiny_model, build_tokenizer
 from orchestrator.context import Diverged, RunContext
 
 # Short runs keep the file fast; 30 steps are enough for the loss to fall well below its initial ln(vocab).
-SHORT = {"max_steps": 30, "n_eval": 16}
+SHORT = {"method": "full", "max_steps": 30, "n_eval": 16}
 
 
 def _run(params: dict, seed: int = 0) -> tuple[dict[str, float], list[tuple[int, dict[str, float]]]]:
@@ -27,13 +28,13 @@ def trained():
     """One short run, with the model it built captured before and after training."""
     built = []
 
-    def capturing_build(*args, **kwargs):
-        model = build_tiny_model(*args, **kwargs)
-        built.append((model, {name: param.detach().clone() for name, param in model.named_parameters()}))
-        return model
+    def capturing_load(*args, **kwargs):
+        loaded = load_model_and_tokenizer(*args, **kwargs)
+        built.append((loaded.model, {name: t.detach().clone() for name, t in loaded.model.named_parameters()}))
+        return loaded
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(finetune, "build_tiny_model", capturing_build)
+        patch.setattr(finetune, "load_model_and_tokenizer", capturing_load)
         result, reports = _run(SHORT)
     (model, initial), = built
     return result, reports, model, initial
@@ -102,8 +103,11 @@ def test_training_learns_reports_and_returns_metrics(trained):
     assert reports[-1] == (SHORT["max_steps"], {"eval_loss": result["eval_loss"], "exact_match": result["exact_match"]})
 
     assert set(result) == {
-        "eval_loss", "exact_match", "train_loss", "train_tokens_per_s", "trainable_params", "fast_kernels"
+        "eval_loss", "exact_match", "train_loss", "steps", "train_tokens_per_s", "trainable_params", "lora_modules",
+        "load_s", "warm", "peak_mem_mb", "fast_kernels",
     }
+    assert result["steps"] == SHORT["max_steps"] and result["lora_modules"] == 0 and result["warm"] == 0.0
+    assert result["peak_mem_mb"] > 0
     assert math.isfinite(result["eval_loss"]) and result["eval_loss"] < math.log(len(VOCAB))
     assert 0.0 <= result["exact_match"] <= 1.0
     assert result["train_tokens_per_s"] > 0
@@ -120,8 +124,8 @@ def test_full_fine_tuning_updates_every_parameter(trained):
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(trained):
     result, reports, _, _ = trained
     again, reports_again = _run(SHORT)
-    timing = "train_tokens_per_s"
-    assert {k: v for k, v in again.items() if k != timing} == {k: v for k, v in result.items() if k != timing}
+    timing = {"train_tokens_per_s", "load_s", "peak_mem_mb"}
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in result.items() if k not in timing}
     assert reports_again == reports
     other, _ = _run(SHORT, seed=1)
     assert other["eval_loss"] != result["eval_loss"]
@@ -142,11 +146,14 @@ def test_huge_learning_rate_diverges():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"learning_rat": 1e-3}, "'learning_rat'.*valid params: model, task, learning_rate"),
-        ({"task": "gsm8k"}, "valid tasks: arithmetic"),
-        ({"batch_size": 2.5}, "'batch_size' must be an integer"),
-        ({"warmup_ratio": 1.0}, r"'warmup_ratio' must be in \[0, 1\)"),
-        ({"learning_rate": "fast"}, "'learning_rate' must be a number"),
+        ({"learning_rat": 1e-3}, "'learning_rat'.*valid params: model, dtype, method, lora_rank"),
+        ({"method": "qlora"}, "param 'method': must be one of lora, full; got 'qlora'"),
+        ({"batch_size": 2.5}, "param 'batch_size': must be an integer; got 2.5"),
+        ({"warmup_ratio": 1.0}, r"param 'warmup_ratio': must be < 1; got 1.0"),
+        ({"learning_rate": 0}, r"param 'learning_rate': must be > 0; got 0.0"),
+        ({"learning_rate": "fast"}, "param 'learning_rate': must be a finite number; got 'fast'"),
+        ({"chat": "yes"}, "param 'chat': must be true or false; got 'yes'"),
+        ({"lora_targets": "attention+ffn"}, "param 'lora_targets': unknown preset 'ffn'"),
     ],
 )
 def test_bad_params_are_rejected_by_name(params, message):

@@ -1,7 +1,8 @@
-"""Full fine-tuning of a tiny Qwen3.5 on the synthetic arithmetic task: the wavesweep ``run(params, ctx)``.
+"""Fine-tuning a Qwen3.5 (LoRA or full) on a data set: the wavesweep ``run(params, ctx)``.
 
-Deterministic on CPU: with the same thread count, the same params and seed give bit-identical metrics and curves
-(``train_tokens_per_s``, a timing, aside).
+Works the same on a tiny model on CPU (tests, the demo) and on ``Qwen/Qwen3.5-0.8B`` ... ``-9B`` on a GPU.
+Deterministic: on one device with one thread count, the same params and seed give bit-identical metrics, except the
+timings (``train_tokens_per_s``, ``load_s``) and memory figures.
 """
 
 from __future__ import annotations
@@ -9,206 +10,229 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedTokenizerFast, Qwen3_5ForCausalLM, get_cosine_schedule_with_warmup
+from transformers import get_scheduler
 
 from orchestrator.context import Diverged, RunContext
 
-from .data import IGNORE_INDEX, encode_for_training, make_arithmetic, parse_final_answer
-from .tiny import build_tiny_model, build_tokenizer, fast_kernels_available
+from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
+from .lora import apply_lora, count_wrapped, remove_lora
+from .models import LoadedModel, load_model_and_tokenizer, warm_cache
+from .params import Param, resolve_params
+from .tiny import SIZES
 
-DEFAULTS: dict[str, object] = {
-    "model": "tiny",
-    "task": "arithmetic",
-    "learning_rate": 3e-3,
-    "batch_size": 16,
-    "warmup_ratio": 0.1,
-    "weight_decay": 0.0,
-    "max_steps": 60,
-    "seed": None,  # None: the run's ctx.seed
-    "n_train": 512,
-    "n_eval": 64,
-    "eval_every": None,  # None: evaluate once, after the last step
+PARAMS = {
+    "model": Param("tiny", str, "a tiny size name, a local directory or a hub id (Qwen/Qwen3.5-0.8B ...)"),
+    "dtype": Param("auto", str, "auto: bfloat16 on CUDA, float32 on CPU"),
+    "method": Param("lora", str, "lora | full", choices=("lora", "full")),
+    "lora_rank": Param(16, int, "LoRA rank r", low=1),
+    "lora_alpha": Param(32.0, float, "LoRA alpha (scale alpha / r)", low=0.0, low_open=True),
+    "lora_dropout": Param(0.0, float, "dropout on the LoRA input", low=0.0, high=1.0),
+    "lora_targets": Param("all", str, "presets joined by '+': attention, deltanet, mlp, all"),
+    "dataset": Param("arithmetic", str, "synthetic task, HF datasets id, local .jsonl or directory"),
+    "dataset_config": Param(None, str, "HF datasets config (e.g. main for openai/gsm8k)"),
+    "train_split": Param("train", str, "split to train on"),
+    "eval_split": Param("test", str, "split to evaluate on"),
+    "n_train": Param(512, int, "training examples (a seeded sample)", low=1),
+    "n_eval": Param(64, int, "evaluation examples", low=1),
+    "chat": Param(None, bool, "chat template; default off for tiny models, on otherwise"),
+    "enable_thinking": Param(False, bool, "Qwen3.5 thinking block in the chat template"),
+    "max_seq_len": Param(512, int, "tokens per training sequence (the answer is cut first)", low=2),
+    "learning_rate": Param(3e-3, float, "peak learning rate", low=0.0, low_open=True),
+    "lr_schedule": Param("cosine", str, "cosine | linear | constant, after warmup",
+                         choices=("cosine", "linear", "constant")),
+    "warmup_ratio": Param(0.1, float, "fraction of max_steps of linear warmup", low=0.0, high=1.0),
+    "weight_decay": Param(0.0, float, "AdamW weight decay on matrices", low=0.0),
+    "adam_beta1": Param(0.9, float, "AdamW beta1", low=0.0, high=1.0),
+    "adam_beta2": Param(0.999, float, "AdamW beta2", low=0.0, high=1.0),
+    "max_grad_norm": Param(1.0, float, "gradient clipping norm", low=0.0, low_open=True),
+    "batch_size": Param(16, int, "sequences per micro-batch", low=1),
+    "grad_accum": Param(1, int, "micro-batches per optimizer step", low=1),
+    "max_steps": Param(60, int, "optimizer steps", low=1),
+    "time_budget_s": Param(None, float, "stop training after this many seconds (a fixed-time comparison)",
+                           low=0.0, low_open=True),
+    "eval_every": Param(None, int, "also evaluate every N steps", low=1),
+    "seed": Param(None, int, "default: the run's seed"),
+    "save": Param(True, bool, "save the adapter (LoRA) or the model (full) in the run's artifact directory"),
 }
-# Task name -> largest operand. "arithmetic" (25 distinct problems) is partly learnt in 60 steps of 16 examples;
-# "arithmetic-hard" (100 problems) is learnt only in a few hundred (300 steps: 100%), for studies of longer runs.
-TASKS = {"arithmetic": 4, "arithmetic-hard": 9}
-INT_PARAMS = ("batch_size", "max_steps", "seed", "n_train", "n_eval", "eval_every")
 
 # Fixed, so that runs differing only in their seed differ in initialisation and data order, and every run of a
 # study is scored on the same eval questions.
-TRAIN_DATA_SEED, EVAL_DATA_SEED = 0, 1
-MAX_GRAD_NORM = 1.0  # the usual fine-tuning clip (transformers.Trainer's default)
-EXPLODED_LOSS = 1e4  # far above any loss a working run reaches (ln(vocab) ~ 4.6 at initialisation)
-CURVE_POINTS = 50  # about this many train-loss reports per run, whatever max_steps is (every step for short runs)
+DATA_SEED = 0
+EXPLODED_LOSS = 1e4  # far above any loss a working run reaches (ln(vocab) ~ 12.4 at initialisation for Qwen3.5)
+CURVE_POINTS = 50  # train-loss reports per run, whatever max_steps is
 EVAL_BATCH = 64
 
 
 def run(params: dict, ctx: RunContext) -> dict[str, float]:
-    """Train, then return ``eval_loss``, ``exact_match``, ``train_loss`` (mean over the last report interval),
-    ``train_tokens_per_s``, ``trainable_params`` and ``fast_kernels`` (1.0 when the fused DeltaNet kernels import).
+    """Train, evaluate, save; return ``eval_loss``, ``exact_match``, ``train_loss`` and the cost figures.
 
-    ``params`` override ``DEFAULTS``; a name not in ``DEFAULTS`` raises ``ValueError``.
-
-    Streams ``train_loss`` and ``lr`` every few steps, and ``eval_loss`` every ``eval_every`` steps and at the end.
-    Raises ``Diverged`` when the training loss becomes NaN/inf or exceeds ``EXPLODED_LOSS``.
+    Streams ``train_loss`` and ``lr`` about 50 times per run and ``eval_loss`` at evaluations. Raises
+    ``Diverged`` when the training loss becomes NaN/inf or exceeds ``EXPLODED_LOSS``.
     """
-    p = _resolve(params, ctx.seed)
+    p = resolve_params(params, PARAMS, seed=ctx.seed)
     torch.set_num_threads(ctx.num_cpus)
     device = torch.device(ctx.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    chat = p["chat"] if p["chat"] is not None else p["model"] not in SIZES
 
-    tokenizer = build_tokenizer()
-    max_operand = TASKS[p["task"]]
-    train_examples = make_arithmetic(p["n_train"], TRAIN_DATA_SEED, max_operand)
-    train = {name: tensor.to(device) for name, tensor in encode_for_training(tokenizer, train_examples).items()}
-    eval_examples = make_arithmetic(p["n_eval"], EVAL_DATA_SEED, max_operand)
+    # Only LoRA leaves the base weights as they were, so only LoRA runs may share a loaded base model.
+    reuse = ctx.warm_reuse and p["method"] == "lora"
+    started = time.perf_counter()
+    cache = warm_cache()
+    if reuse:
+        loaded = cache.get(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["seed"])
+    else:
+        loaded = load_model_and_tokenizer(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["seed"])
+    load_s = time.perf_counter() - started
+    tokenizer = loaded.tokenizer
+    train = load_examples(p["dataset"], split=p["train_split"], limit=p["n_train"], seed=DATA_SEED,
+                          config=p["dataset_config"])
+    evals = load_examples(p["dataset"], split=p["eval_split"], limit=p["n_eval"], seed=DATA_SEED,
+                          config=p["dataset_config"])
+    encoded = {k: v.to(device) for k, v in encode_for_training(
+        tokenizer, train, chat=chat, enable_thinking=p["enable_thinking"], max_seq_len=p["max_seq_len"]).items()}
 
-    model = build_tiny_model(p["model"], seed=p["seed"], vocab_size=len(tokenizer)).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, p["weight_decay"]), lr=p["learning_rate"])
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, num_warmup_steps=math.ceil(p["warmup_ratio"] * p["max_steps"]), num_training_steps=p["max_steps"]
-    )
-    batches = _shuffled_batches(p["n_train"], p["batch_size"], p["seed"])
+    model, wrapped = _trainable(loaded, p)
+    try:
+        metrics = _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat)
+        if p["save"] and ctx.artifact_dir:
+            model.save_pretrained(ctx.artifact_dir)  # LoRA: the adapter only; full: the whole model
+            tokenizer.save_pretrained(ctx.artifact_dir)
+    finally:
+        if p["method"] == "lora":
+            remove_lora(model)
+            if reuse:
+                cache.check_unchanged(loaded)  # raises if the base weights moved: never hand on a changed model
+    return {
+        **metrics,
+        "trainable_params": float(sum(t.numel() for t in model.parameters() if t.requires_grad))
+        if p["method"] == "full" else float(wrapped["trainable"]),
+        "lora_modules": float(wrapped["modules"]),
+        "load_s": load_s,
+        "warm": float(reuse and cache.last_hit),
+        "peak_mem_mb": _peak_mem_mb(device),
+        "fast_kernels": float(loaded.info.fast_kernels),
+    }
+
+
+def _trainable(loaded: LoadedModel, p: dict) -> tuple[torch.nn.Module, dict[str, int]]:
+    if p["method"] == "full":
+        return loaded.model, {"trainable": 0, "modules": 0}
+    model = apply_lora(loaded.model, rank=p["lora_rank"], alpha=p["lora_alpha"], dropout=p["lora_dropout"],
+                       targets=p["lora_targets"], seed=p["seed"])
+    trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    return model, {"trainable": trainable, "modules": sum(count_wrapped(model).values())}
+
+
+def _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat) -> dict[str, float]:
+    if p["method"] == "full":
+        torch.manual_seed(p["seed"])  # LoRA seeds in apply_lora; dropout and any sampling draw from here
+    optimizer = torch.optim.AdamW(_param_groups(model, p["weight_decay"]), lr=p["learning_rate"],
+                                  betas=(p["adam_beta1"], p["adam_beta2"]))
+    scheduler = get_scheduler(
+        {"constant": "constant_with_warmup"}.get(p["lr_schedule"], p["lr_schedule"]), optimizer,
+        num_warmup_steps=math.ceil(p["warmup_ratio"] * p["max_steps"]), num_training_steps=p["max_steps"])
+    batches = _shuffled_batches(len(encoded["input_ids"]), p["batch_size"], p["seed"])
     report_every = max(1, p["max_steps"] // CURVE_POINTS)
 
     model.train()
     window: list[float] = []
-    train_seconds, train_tokens = 0.0, 0
+    train_loss = math.nan
+    train_seconds, train_tokens, steps = 0.0, 0, 0
     for step in range(1, p["max_steps"] + 1):
-        started = time.perf_counter()
-        rows = next(batches)
-        batch = _trimmed({name: tensor[rows] for name, tensor in train.items()})
-        loss = model(**batch).loss
-        loss_value = loss.item()
+        t0 = time.perf_counter()
+        loss_value = 0.0
+        for _ in range(p["grad_accum"]):
+            batch = _trimmed({name: tensor[next(batches)] for name, tensor in encoded.items()})
+            loss = model(**batch).loss / p["grad_accum"]
+            loss.backward()
+            loss_value += loss.item()
+            train_tokens += int(batch["attention_mask"].sum())
         if not math.isfinite(loss_value) or loss_value > EXPLODED_LOSS:
             raise Diverged(f"training loss {loss_value} at step {step}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        train_seconds += time.perf_counter() - started
-        train_tokens += int(batch["attention_mask"].sum())
+        train_seconds += time.perf_counter() - t0
+        steps = step
 
         window.append(loss_value)
-        if step % report_every == 0 or step == p["max_steps"]:
+        out_of_time = p["time_budget_s"] is not None and train_seconds >= p["time_budget_s"]
+        if step % report_every == 0 or step == p["max_steps"] or out_of_time:
             train_loss = sum(window) / len(window)
             ctx.report(step, train_loss=train_loss, lr=lr)
             window = []
-        if p["eval_every"] and step % p["eval_every"] == 0 and step != p["max_steps"]:
-            ctx.report(step, eval_loss=eval_loss(model, tokenizer, eval_examples))
+        if p["eval_every"] and step % p["eval_every"] == 0 and step != p["max_steps"] and not out_of_time:
+            ctx.report(step, eval_loss=eval_loss(model, tokenizer, evals, chat, p["enable_thinking"]))
             model.train()
+        if out_of_time:
+            break
 
     metrics = {
-        "eval_loss": eval_loss(model, tokenizer, eval_examples),
-        "exact_match": exact_match(model, tokenizer, eval_examples),
+        "eval_loss": eval_loss(model, tokenizer, evals, chat, p["enable_thinking"]),
+        "exact_match": score(model, tokenizer, evals, chat, p["enable_thinking"]),
     }
-    ctx.report(p["max_steps"], **metrics)
-    return {
-        **metrics,
-        "train_loss": train_loss,
-        "train_tokens_per_s": train_tokens / train_seconds,
-        "trainable_params": float(sum(param.numel() for param in model.parameters() if param.requires_grad)),
-        "fast_kernels": float(fast_kernels_available()),
-    }
+    ctx.report(steps, **metrics)
+    return {**metrics, "train_loss": train_loss, "steps": float(steps),
+            "train_tokens_per_s": train_tokens / train_seconds}
 
 
 @torch.no_grad()
-def eval_loss(model: Qwen3_5ForCausalLM, tokenizer: PreTrainedTokenizerFast, examples: list[dict[str, str]]) -> float:
+def eval_loss(model, tokenizer, examples: list[dict[str, str]], chat: bool = False,
+              enable_thinking: bool = False) -> float:
     """Mean cross-entropy per answer token over all of ``examples`` (not a mean of per-batch means)."""
     model.eval()
-    device = model.device
     total, count = 0.0, 0
     for start in range(0, len(examples), EVAL_BATCH):
-        batch = encode_for_training(tokenizer, examples[start : start + EVAL_BATCH])
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits
-        # Position t predicts token t+1.
-        labels = batch["labels"][:, 1:].to(device)
-        total += F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        ).item()
+        batch = encode_for_training(tokenizer, examples[start:start + EVAL_BATCH], chat=chat,
+                                    enable_thinking=enable_thinking)
+        logits = model(input_ids=batch["input_ids"].to(model.device),
+                       attention_mask=batch["attention_mask"].to(model.device)).logits
+        labels = batch["labels"][:, 1:].to(model.device)  # position t predicts token t+1
+        total += F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                 reduction="sum").item()
         count += int((labels != IGNORE_INDEX).sum())
     return total / count
 
 
 @torch.no_grad()
-def exact_match(model: Qwen3_5ForCausalLM, tokenizer: PreTrainedTokenizerFast, examples: list[dict[str, str]]) -> float:
-    """Fraction of ``examples`` whose greedy continuation has the reference's number after ``####``."""
+def score(model, tokenizer, examples: list[dict[str, str]], chat: bool = False,
+          enable_thinking: bool = False) -> float:
+    """Exact match of greedy continuations against the references (GSM8K's ``#### N``), as a fraction."""
     model.eval()
-    # Room for the longest reference answer and its EOS; generation stops earlier at EOS.
-    max_new_tokens = 1 + max(len(tokenizer(e["answer"], add_special_tokens=False)["input_ids"]) for e in examples)
+    longest = max(len(tokenizer(e["answer"], add_special_tokens=False)["input_ids"]) for e in examples)
+    max_new_tokens = longest + (16 if chat else 1)  # chat: room for the end-of-turn marker too
     correct = 0
     for start in range(0, len(examples), EVAL_BATCH):
-        chunk = examples[start : start + EVAL_BATCH]
-        # Left padding so that every prompt ends where generation starts.
-        prompts = tokenizer(
-            [e["question"] for e in chunk], add_special_tokens=False, padding=True, padding_side="left",
-            return_tensors="pt",
-        ).to(model.device)
-        generated = model.generate(
-            **prompts,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        completions = tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1] :], skip_special_tokens=True)
-        correct += sum(
-            parse_final_answer(completion) == parse_final_answer(e["answer"])
-            for completion, e in zip(completions, chunk)
-        )
+        chunk = examples[start:start + EVAL_BATCH]
+        prompts = {k: v.to(model.device) for k, v in encode_prompts(
+            tokenizer, [e["question"] for e in chunk], chat=chat, enable_thinking=enable_thinking).items()}
+        generated = model.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
+        correct += sum(exact_match(text, e["answer"]) for text, e in zip(texts, chunk))
     return correct / len(examples)
 
 
-def _resolve(params: dict, ctx_seed: int) -> dict:
-    """``params`` over ``DEFAULTS``, validated, with numbers coerced: YAML and sweeps hand over ``16.0`` for 16 and
-    ``"1e-3"`` for 0.001 (PyYAML reads exponents without a dot as strings)."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown param(s) {', '.join(map(repr, unknown))}; valid params: {', '.join(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
-    if p["seed"] is None:
-        p["seed"] = ctx_seed
-    for name in INT_PARAMS:
-        if p[name] is not None:
-            p[name] = _number(name, p[name], integer=True)
-    for name in ("learning_rate", "warmup_ratio", "weight_decay"):
-        p[name] = _number(name, p[name], integer=False)
-    if p["task"] not in TASKS:
-        raise ValueError(f"unknown task {p['task']!r}; valid tasks: {', '.join(TASKS)}")
-    if not 0.0 <= p["warmup_ratio"] < 1.0:
-        raise ValueError(f"param 'warmup_ratio' must be in [0, 1), got {p['warmup_ratio']}")
-    if not p["learning_rate"] > 0:
-        raise ValueError(f"param 'learning_rate' must be > 0, got {p['learning_rate']}")
-    if not p["weight_decay"] >= 0:
-        raise ValueError(f"param 'weight_decay' must be >= 0, got {p['weight_decay']}")
-    for name in ("batch_size", "max_steps", "n_train", "n_eval", "eval_every"):
-        if p[name] is not None and p[name] < 1:
-            raise ValueError(f"param {name!r} must be >= 1, got {p[name]}")
-    return p
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # CPU: the process's peak resident set (VmHWM), which with warm reuse spans earlier runs of the worker too.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
 
 
-def _number(name: str, value: object, integer: bool) -> float | int:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"param {name!r} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise ValueError(f"param {name!r} must be a finite number, got {value!r}")
-    if not integer:
-        return number
-    # A fractional value is an error in the spec, not something to round silently.
-    if not number.is_integer():
-        raise ValueError(f"param {name!r} must be an integer, got {value!r}")
-    return int(number)
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # Decay matrices only: pulling norm gains, or DeltaNet's A_log and dt_bias (per-head decay rates), towards zero
     # would change what the layer computes rather than regularise it.
     params = [param for param in model.parameters() if param.requires_grad]

@@ -316,18 +316,21 @@ class BaseModelCache:
         self.max_uses = max_uses
         self.max_rss_growth_mb = max_rss_growth_mb
         self._entry: _Entry | None = None
+        self.last_hit = False  # whether the last get() handed out a held model instead of loading
 
     def get(self, model: str, *, device: str = "cpu", dtype: str | None = None, seed: int = 0) -> LoadedModel:
         """The held model for this key if it may be reused, else a fresh ``load_model_and_tokenizer`` (then held).
 
         A reused model comes back as loaded: eval mode, every parameter trainable (PEFT freezes them), no gradients.
         """
+        self.last_hit = False
         if not self.enabled:
             self.clear()
             return load_model_and_tokenizer(model, device=device, dtype=dtype, seed=seed)
         key = _cache_key(model, device, dtype, seed)
         entry = self._entry
         if entry is not None and entry.key == key and self._reusable(entry):
+            self.last_hit = True
             entry.uses += 1
             entry.returned = False
             _restore_as_loaded(entry.loaded.model)
