@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.test_cli import export_rows, wavesweep
 pytestmark = pytest.mark.slow
 
 
-def small_demo(study: str = "demo-small") -> dict:
+def small_demo(artifacts: Path, study: str = "demo-small") -> dict:
     """The demo spec, shortened: 4 cells x 1 seed in 2 waves of 2, 12 steps each."""
     spec = load_spec(REPO / "experiments/specs/demo.yaml").model_dump(mode="json", exclude_none=True)
     spec["study"] = study
@@ -25,11 +26,12 @@ def small_demo(study: str = "demo-small") -> dict:
     del spec["factors"]["weight_decay"]
     spec["strategy"] = {"mode": "grid", "runs_per_wave": 2}
     spec["seeds"] = [0]
+    spec["artifacts"] = str(artifacts)
     return spec
 
 
-def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url):
-    spec = parse_spec(small_demo())
+def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url, tmp_path):
+    spec = parse_spec(small_demo(tmp_path / "artifacts"))
     store = Store(sqlite_url)
     with RayExecutor(num_cpus=2) as executor:
         outcome = run_study(spec, store, executor)
@@ -59,7 +61,7 @@ def test_tiny_qwen_study_on_postgresql_via_the_cli(tmp_path, pg_url):
     import yaml
 
     spec_path = tmp_path / "demo-small.yaml"
-    spec_path.write_text(yaml.safe_dump(small_demo()))
+    spec_path.write_text(yaml.safe_dump(small_demo(tmp_path / "artifacts")))
     out = wavesweep("run", str(spec_path), "--store", pg_url)
     assert out.returncode == 0, out.stderr
     assert "Best configuration: learning_rate=" in out.stdout
