@@ -69,3 +69,58 @@ def test_tiny_qwen_study_on_postgresql_via_the_cli(tmp_path, pg_url):
     assert len(rows) == 4 and {r["status"] for r in rows} == {"COMPLETE"}
     assert all(math.isfinite(float(r["metric.eval_loss"])) for r in rows)
     assert "nothing to run" in wavesweep("run", str(spec_path), "--store", pg_url).stdout
+
+
+def test_a_diverging_run_is_recorded_as_diverged_and_the_study_goes_on(sqlite_url, tmp_path):
+    spec = parse_spec({
+        "study": "diverge", "experiment": "experiments.qwen35.finetune:run", "artifacts": str(tmp_path),
+        "fixed": {"method": "full", "max_steps": 8, "n_eval": 8, "save": False},
+        "factors": {"learning_rate": {"levels": [1e-3, 1e4], "scale": "log"}, "warmup_ratio": {"levels": [0.0, 0.1]}},
+        "response": {"metric": "eval_loss"},
+        "strategy": {"mode": "grid", "runs_per_wave": 2},
+    })
+    store = Store(sqlite_url)
+    with RayExecutor(num_cpus=2) as executor:
+        outcome = run_study(spec, store, executor)
+    assert outcome.ran == 4
+    runs = {(r["param.learning_rate"], r["param.warmup_ratio"]): r for r in store.runs("diverge")}
+    for warmup in (0.0, 0.1):
+        assert runs[(1e4, warmup)]["status"] == "DIVERGED"
+        assert runs[(1e4, warmup)]["error_kind"] == "diverged"
+        assert "training loss" in runs[(1e4, warmup)]["error_message"]
+        assert runs[(1e-3, warmup)]["status"] == "COMPLETE"
+
+
+def test_fine_tune_then_evaluate_the_best_adapter_through_the_store(sqlite_url, tmp_path):
+    """Acceptance: a LoRA study lifts exact match well above the untrained model's; an inference sweep on its best
+    adapter (a store reference) finds that accuracy through the store."""
+    store = Store(sqlite_url)
+    common = {"artifacts": str(tmp_path), "response": {"metric": "exact_match", "goal": "maximize"},
+              "seeds": [0], "strategy": {"mode": "grid", "runs_per_wave": 2}}
+    tune = parse_spec({**common, "study": "tune", "experiment": "experiments.qwen35.finetune:run",
+                       "fixed": {"method": "lora", "max_steps": 100, "lora_rank": 16, "lora_alpha": 32},
+                       "factors": {"learning_rate": {"levels": [3e-3, 1e-2], "scale": "log"}}})
+    evaluate = parse_spec({**common, "study": "evaluate", "experiment": "experiments.qwen35.inference:run",
+                           "fixed": {"mode": "decode", "n_eval": 64},
+                           "factors": {"adapter": {"levels": ["store:tune:best", "store:tune:1"]},
+                                       "presence_penalty": {"levels": [0.0, 0.5]}}})
+    untrained = parse_spec({**common, "study": "untrained", "experiment": "experiments.qwen35.inference:run",
+                            "fixed": {"mode": "decode", "n_eval": 64},
+                            "factors": {"presence_penalty": {"levels": [0.0, 0.5]}}})
+    with RayExecutor(num_cpus=2) as executor:
+        for spec in (tune, untrained, evaluate):
+            run_study(spec, store, executor)
+
+    tuned = store.runs("tune")
+    assert {r["status"] for r in tuned} == {"COMPLETE"} and all(r["artifact_dir"] for r in tuned)
+    best = max(tuned, key=lambda r: r["metric.exact_match"])
+    baseline = max(r["metric.exact_match"] for r in store.runs("untrained"))
+    assert best["metric.exact_match"] >= baseline + 0.1  # clearly above the untrained model
+
+    evaluated = {(r["param.adapter"], r["param.presence_penalty"]): r for r in store.runs("evaluate")}
+    greedy_best = evaluated[("store:tune:best", 0.0)]
+    assert greedy_best["status"] == "COMPLETE"
+    assert greedy_best["inputs"] == {"adapter": best["artifact_dir"]}
+    # Same model, adapter, questions and greedy decoding as the fine-tuning run's own evaluation.
+    assert greedy_best["metric.exact_match"] == best["metric.exact_match"]
+    assert evaluated[("store:tune:1", 0.0)]["metric.exact_match"] == tuned[0]["metric.exact_match"]
