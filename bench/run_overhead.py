@@ -31,6 +31,7 @@ from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 
 transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
 
 
 def ctx(seed: int = 0, warm_reuse: bool = False, artifact_dir: str = "") -> RunContext:
