@@ -20,7 +20,7 @@ from orchestrator.context import Diverged, RunContext
 
 from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
 from .lora import apply_lora, count_wrapped, remove_lora
-from .models import LoadedModel, load_model_and_tokenizer, warm_cache
+from .models import LoadedModel, load_model_and_tokenizer, peak_memory_mb, reset_peak_memory, warm_cache
 from .params import Param, resolve_params
 from .tiny import SIZES
 
@@ -76,8 +76,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     p = resolve_params(params, PARAMS, seed=ctx.seed)
     torch.set_num_threads(ctx.num_cpus)
     device = torch.device(ctx.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(ctx.device)
     chat = p["chat"] if p["chat"] is not None else p["model"] not in SIZES
 
     # Only LoRA leaves the base weights as they were, so only LoRA runs may share a loaded base model.
@@ -115,7 +114,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
         "lora_modules": float(wrapped["modules"]),
         "load_s": load_s,
         "warm": float(reuse and cache.last_hit),
-        "peak_mem_mb": _peak_mem_mb(device),
+        "peak_mem_mb": peak_memory_mb(ctx.device),
         "fast_kernels": float(loaded.info.fast_kernels),
     }
 
@@ -219,17 +218,6 @@ def score(model, tokenizer, examples: list[dict[str, str]], chat: bool = False,
         texts = tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
         correct += sum(exact_match(text, e["answer"]) for text, e in zip(texts, chunk))
     return correct / len(examples)
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # CPU: the process's peak resident set (VmHWM), which with warm reuse spans earlier runs of the worker too.
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return math.nan
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

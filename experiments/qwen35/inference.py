@@ -29,7 +29,6 @@ import math
 import os
 import tempfile
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, Logit
 from orchestrator.context import RunContext
 
 from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
-from .models import LoadedModel, load_model_and_tokenizer, resolve_dtype, warm_cache
+from .models import LoadedModel, load_model_and_tokenizer, peak_memory_mb, reset_peak_memory, resolve_dtype, warm_cache
 from .tiny import SIZES, build_tokenizer
 
 MODES = ("decode", "throughput")
@@ -95,7 +94,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     ``tokens_per_s`` (those tokens per second inside ``generate``) and ``peak_mem_mb``, and reports
     ``exact_match_so_far`` after every batch (step: the number of batches done). throughput returns ``tokens_per_s``
     (every generated token, all rows being the same length), ``latency_p50_s`` and ``latency_p95_s`` (per batch) and
-    ``peak_mem_mb`` (see ``_peak_memory_mb``). Both add ``load_s`` (seconds to get the model and adapter in this
+    ``peak_mem_mb`` (see ``models.peak_memory_mb``). Both add ``load_s`` (seconds to get the model and adapter in this
     run), ``warm`` (1.0 when the base model came from the warm cache without loading) and ``fast_kernels`` (1.0 when
     the fused Gated DeltaNet kernels import).
     """
@@ -233,11 +232,6 @@ class _Opened:
     fast_kernels: bool
 
 
-# The base models this module got from the warm cache, by id: the cache hands out the same LoadedModel object again
-# when it reuses one. Weak, so as not to keep a dropped model alive (and an id is forgotten before it can be reused).
-_from_cache: weakref.WeakValueDictionary[int, LoadedModel] = weakref.WeakValueDictionary()
-
-
 @contextmanager
 def _opened_model(p: dict, ctx: RunContext) -> Iterator[_Opened]:
     """The model to generate with. After the body succeeds, a LoRA adapter is unloaded and a warm base model is
@@ -261,10 +255,9 @@ def _base_model(p: dict, ctx: RunContext) -> tuple[LoadedModel, bool]:
     """The base model, and whether it came from the warm cache without loading."""
     if not ctx.warm_reuse:
         return load_model_and_tokenizer(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["base_seed"]), False
-    loaded = warm_cache().get(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["base_seed"])
-    warm = _from_cache.get(id(loaded)) is loaded
-    _from_cache[id(loaded)] = loaded
-    return loaded, warm
+    cache = warm_cache()
+    loaded = cache.get(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["base_seed"])
+    return loaded, cache.last_hit
 
 
 def _load_full_model(path: str, base: str, dtype: str, device: str) -> LoadedModel:
@@ -325,7 +318,7 @@ def _decode(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
     config = _decoding_config(p, max_new_tokens, tokenizer)
     eos_ids = _eos_ids(opened.network, tokenizer)
 
-    _reset_peak_memory(device)
+    reset_peak_memory(device)
     # After loading: a tiny model's initialisation reseeds torch, and a warm run skips it, so only seeding here gives
     # a warm run the samples of a cold one.
     torch.manual_seed(p["seed"])
@@ -346,7 +339,7 @@ def _decode(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
         "exact_match": sum(r["correct"] for r in records) / len(records),
         "mean_new_tokens": generated / len(records),
         "tokens_per_s": generated / seconds,
-        "peak_mem_mb": _peak_memory_mb(device),
+        "peak_mem_mb": peak_memory_mb(device),
     }
 
 
@@ -450,7 +443,7 @@ def _throughput(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
     )
     for _ in range(WARMUP_BATCHES):
         _generate(opened.network, batch, config, None, device)
-    _reset_peak_memory(device)
+    reset_peak_memory(device)
     latencies, tokens = [], 0
     for _ in range(p["n_batches"]):
         generated, seconds = _generate(opened.network, batch, config, None, device)
@@ -460,7 +453,7 @@ def _throughput(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
         "tokens_per_s": tokens / sum(latencies),
         "latency_p50_s": float(np.percentile(latencies, 50)),
         "latency_p95_s": float(np.percentile(latencies, 95)),
-        "peak_mem_mb": _peak_memory_mb(device),
+        "peak_mem_mb": peak_memory_mb(device),
     }
 
 
@@ -471,26 +464,3 @@ def _synchronize(device: str) -> None:
     # CUDA kernels run asynchronously: without this, a timer would stop before the GPU has finished.
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _reset_peak_memory(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_memory_mb(device: str) -> float:
-    """CUDA: the most memory tensors held on the device since ``_reset_peak_memory`` (weights included).
-
-    CPU: the process's peak resident memory (VmHWM), which is not reset: it covers everything this process did
-    before, earlier runs in a warm worker included. NaN where ``/proc/self/status`` does not exist.
-    """
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # reported in kB
-    except OSError:
-        pass
-    return math.nan

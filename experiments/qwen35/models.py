@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import time
 import warnings
@@ -411,3 +412,26 @@ _WARM_CACHE = BaseModelCache()
 def warm_cache() -> BaseModelCache:
     """This process's ``BaseModelCache`` (default settings; set ``enabled``/``max_uses`` on it to change them)."""
     return _WARM_CACHE
+
+
+def reset_peak_memory(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: str) -> float:
+    """CUDA: the most memory tensors held on the device since ``reset_peak_memory`` (weights included).
+
+    CPU: the process's peak resident memory (VmHWM), which is not reset: it covers everything this process did
+    before, earlier runs in a warm worker included. NaN where ``/proc/self/status`` does not exist.
+    """
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # reported in kB
+    except OSError:
+        pass
+    return math.nan
