@@ -25,7 +25,6 @@ base it was trained on, so evaluating a tiny fine-tuning run's adapter needs tha
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -43,37 +42,42 @@ from orchestrator.context import RunContext
 
 from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
 from .models import LoadedModel, load_model_and_tokenizer, peak_memory_mb, reset_peak_memory, resolve_dtype, warm_cache
+from .params import Param
+from .params import resolve_params as resolve_params_of
 from .tiny import SIZES, build_tokenizer
 
 MODES = ("decode", "throughput")
-COMMON: dict[str, object] = {
-    "mode": "decode",
-    "model": "tiny",
-    "dtype": "auto",
-    "seed": None,  # None: the run's ctx.seed
-    "base_seed": None,  # None: seed. Only tiny base models depend on it (their random initialisation)
-    "adapter": None,
-    "batch_size": 16,
-    "max_new_tokens": None,  # None: decode: from the reference answers; throughput: THROUGHPUT_NEW_TOKENS
+COMMON = {
+    "mode": Param("decode", str, "decode | throughput", choices=MODES),
+    "model": Param("tiny", str, "a tiny size name, a local directory or a hub id"),
+    "dtype": Param("auto", str, "auto: bfloat16 on CUDA, float32 on CPU"),
+    "seed": Param(None, int, "sampling and synthetic-prompt seed; default: the run's seed"),
+    "base_seed": Param(None, int, "initialisation of a tiny base model; default: seed"),
+    "adapter": Param(None, str, "a LoRA adapter or full saved model directory (e.g. store:<study>:best)"),
+    "batch_size": Param(16, int, "prompts per generate call", low=1),
+    "max_new_tokens": Param(None, int, "decode: default from the reference answers; throughput: 64", low=1),
 }
-DECODE: dict[str, object] = {
-    "dataset": "arithmetic",
-    "dataset_config": None,
-    "split": "test",
-    "n_eval": 64,
-    "chat": None,  # None: False for tiny names (trained without the template, see data.py), True otherwise
-    "enable_thinking": False,
-    "temperature": 0.0,  # 0: greedy
-    "top_p": 1.0,
-    "top_k": 0,  # 0: off
-    "presence_penalty": 0.0,
+DECODE = {
+    "dataset": Param("arithmetic", str, "synthetic task, HF datasets id, local .jsonl or directory"),
+    "dataset_config": Param(None, str, "HF datasets config"),
+    "split": Param("test", str, "split to evaluate on"),
+    "n_eval": Param(64, int, "questions", low=1),
+    "chat": Param(None, bool, "chat template; default off for tiny models (trained without it), on otherwise"),
+    "enable_thinking": Param(False, bool, "Qwen3.5 thinking block in the chat template"),
+    "temperature": Param(0.0, float, "0: greedy", low=0.0),
+    "top_p": Param(1.0, float, "nucleus sampling", low=0.0, low_open=True, high=1.0, high_closed=True),
+    "top_k": Param(0, int, "0: off", low=0),
+    # OpenAI's and vLLM's range.
+    "presence_penalty": Param(0.0, float, "subtracted from the logits of tokens already generated",
+                              low=-2.0, high=2.0, high_closed=True),
 }
-THROUGHPUT: dict[str, object] = {"prompt_len": 32, "n_batches": 5}
+THROUGHPUT = {
+    "prompt_len": Param(32, int, "tokens per synthetic prompt", low=1),
+    "n_batches": Param(5, int, "timed batches, after one warm-up batch", low=1),
+}
 PARAMS_OF_MODE = {"decode": DECODE, "throughput": THROUGHPUT}
 PARAMS = {**COMMON, **DECODE, **THROUGHPUT}  # every name a spec may give (each mode takes its own and COMMON)
 THROUGHPUT_NEW_TOKENS = 64
-# OpenAI's and vLLM's range for presence_penalty.
-MAX_PRESENCE_PENALTY = 2.0
 # Fixed, so that every run of a study is scored on the same questions whatever its (sampling) seed. With the
 # synthetic tasks' test split this is finetune.py's eval set.
 DATA_SEED = 0
@@ -121,67 +125,32 @@ class Adapter:
 
 
 def resolve_params(params: dict, ctx_seed: int, device: str) -> dict:
-    """``params`` over the defaults of their mode, validated, with numbers coerced: YAML and sweeps hand over
-    ``16.0`` for 16 and ``"1e-3"`` for 0.001. ``adapter`` becomes an ``Adapter`` (or stays None)."""
-    valid = {**COMMON, **DECODE, **THROUGHPUT}
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown param(s) {', '.join(map(repr, unknown))}; valid params: {', '.join(valid)}")
-    mode = params.get("mode", COMMON["mode"])
-    if mode not in MODES:
-        raise ValueError(f"param 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+    """``params`` over the defaults of their mode, validated and coerced (see ``params.py``); ``adapter`` becomes
+    an ``Adapter`` (or stays None)."""
+    mode = resolve_params_of({"mode": params.get("mode", "decode")}, {"mode": COMMON["mode"]}, seed=ctx_seed)["mode"]
     # A parameter of the other mode would be ignored: a sweep over it would repeat one measurement.
-    misplaced = sorted(set(params) - set(COMMON) - set(PARAMS_OF_MODE[mode]))
+    misplaced = sorted(set(params) & (set(PARAMS) - set(COMMON) - set(PARAMS_OF_MODE[mode])))
     if misplaced:
         raise ValueError(f"param(s) {', '.join(map(repr, misplaced))} do not apply to mode {mode!r}")
-    p = {**COMMON, **PARAMS_OF_MODE[mode], **params}
-
-    p["model"] = _text("model", p["model"])
+    p = resolve_params_of(params, {**COMMON, **PARAMS_OF_MODE[mode]}, seed=ctx_seed)
     resolve_dtype(p["dtype"], device)  # raises for a bad dtype, naming the param
-    p["seed"] = ctx_seed if p["seed"] is None else _number("seed", p["seed"], integer=True)
-    p["base_seed"] = p["seed"] if p["base_seed"] is None else _number("base_seed", p["base_seed"], integer=True)
+    p["base_seed"] = p["seed"] if p["base_seed"] is None else p["base_seed"]
     p["adapter"] = None if p["adapter"] is None else _adapter(p["adapter"])
-    for name in ("batch_size", "max_new_tokens", "n_eval", "prompt_len", "n_batches"):
-        if p.get(name) is not None:
-            p[name] = _number(name, p[name], integer=True)
-            _require(name, p[name], p[name] >= 1, "an integer >= 1")
     if mode == "throughput":
         p["max_new_tokens"] = p["max_new_tokens"] or THROUGHPUT_NEW_TOKENS
-    else:
-        _resolve_decode(p)
-    return p
-
-
-def _resolve_decode(p: dict) -> None:
-    for name in ("dataset", "split"):
-        p[name] = _text(name, p[name])
-    if p["dataset_config"] is not None:
-        p["dataset_config"] = _text("dataset_config", p["dataset_config"])
+        return p
     if p["chat"] is None:
         p["chat"] = p["model"] not in SIZES
-    for name in ("chat", "enable_thinking"):
-        _require(name, p[name], isinstance(p[name], bool), "true or false")
     if p["enable_thinking"] and p["max_new_tokens"] is None:
         raise ValueError(
             "param 'max_new_tokens' must be given with enable_thinking: its default, from the reference answers, "
             "leaves no room for the reasoning"
         )
-    for name in ("temperature", "top_p", "presence_penalty"):
-        p[name] = _number(name, p[name], integer=False)
-    p["top_k"] = _number("top_k", p["top_k"], integer=True)
-    _require("temperature", p["temperature"], p["temperature"] >= 0, ">= 0 (0: greedy)")
-    _require("top_p", p["top_p"], 0 < p["top_p"] <= 1, "in (0, 1]")
-    _require("top_k", p["top_k"], p["top_k"] >= 0, "an integer >= 0 (0: off)")
-    _require(
-        "presence_penalty",
-        p["presence_penalty"],
-        abs(p["presence_penalty"]) <= MAX_PRESENCE_PENALTY,
-        f"in [-{MAX_PRESENCE_PENALTY:g}, {MAX_PRESENCE_PENALTY:g}]",
-    )
+    return p
 
 
-def _adapter(value: object) -> Adapter:
-    path = os.path.abspath(os.path.expanduser(_text("adapter", value)))
+def _adapter(value: str) -> Adapter:
+    path = os.path.abspath(os.path.expanduser(value))
     if not os.path.isdir(path):
         hint = " (store: references are resolved by the driver)" if str(value).startswith("store:") else ""
         raise FileNotFoundError(f"param 'adapter': {value!r} is not a directory{hint}")
@@ -193,31 +162,6 @@ def _adapter(value: object) -> Adapter:
         f"param 'adapter': {path} holds neither a PEFT adapter (adapter_config.json) nor a saved model "
         f"(config.json); it holds: {', '.join(sorted(os.listdir(path))) or 'nothing'}"
     )
-
-
-def _number(name: str, value: object, *, integer: bool) -> int | float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"param {name!r} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise ValueError(f"param {name!r} must be a finite number, got {value!r}")
-    if not integer:
-        return number
-    # A fractional value is an error in the spec, not something to round silently.
-    if not number.is_integer():
-        raise ValueError(f"param {name!r} must be an integer, got {value!r}")
-    return int(number)
-
-
-def _text(name: str, value: object) -> str:
-    _require(name, value, isinstance(value, str) and value != "", "a non-empty string")
-    return value  # type: ignore[return-value]
-
-
-def _require(name: str, value: object, ok: bool, constraint: str) -> None:
-    if not ok:
-        raise ValueError(f"param {name!r} must be {constraint}, got {value!r}")
 
 
 # --- the model ---------------------------------------------------------------------------------------------------

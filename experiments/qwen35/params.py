@@ -1,6 +1,6 @@
 """Declared run params: defaults, types, ranges and help, checked once at the start of a run.
 
-Errors name the param, the constraint and the value, like the spec's: ``param 'warmup_ratio': must be in [0, 1);
+Errors name the param, the constraint and the value, like the spec's: ``param 'warmup_ratio': must be < 1;
 got 1.5``. Numbers are coerced where it loses nothing (YAML and sweeps hand over ``16.0`` for 16).
 """
 
@@ -18,8 +18,9 @@ class Param:
     help: str
     choices: tuple[str, ...] | None = None
     low: float | None = None  # inclusive unless low_open
-    high: float | None = None  # exclusive
+    high: float | None = None  # exclusive unless high_closed
     low_open: bool = False
+    high_closed: bool = False
 
 
 def resolve_params(params: dict[str, Any], declared: dict[str, Param], *, seed: int) -> dict[str, Any]:
@@ -41,8 +42,8 @@ def _check(name: str, value: Any, spec: Param) -> Any:
         raise ValueError(f"param {name!r}: must be one of {', '.join(spec.choices)}; got {value!r}")
     if spec.low is not None and (value < spec.low or (spec.low_open and value == spec.low)):
         raise ValueError(f"param {name!r}: must be {'>' if spec.low_open else '>='} {spec.low:g}; got {value!r}")
-    if spec.high is not None and value >= spec.high:
-        raise ValueError(f"param {name!r}: must be < {spec.high:g}; got {value!r}")
+    if spec.high is not None and (value > spec.high or (not spec.high_closed and value == spec.high)):
+        raise ValueError(f"param {name!r}: must be {'<=' if spec.high_closed else '<'} {spec.high:g}; got {value!r}")
     return value
 
 
@@ -52,8 +53,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             raise ValueError(f"param {name!r}: must be true or false; got {value!r}")
         return value
     if kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"param {name!r}: must be a string; got {value!r}")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"param {name!r}: must be a non-empty string; got {value!r}")
         return value
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
