@@ -16,7 +16,8 @@ from orchestrator.errors import WavesweepError
 if TYPE_CHECKING:
     from orchestrator.executor import Event
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Run studies of LLM experiments as factorial waves on Ray, recorded in a SQL store.")
 db_app = typer.Typer(no_args_is_help=True, help="Store maintenance.")
 app.add_typer(db_app, name="db")
 console = Console()
