@@ -133,6 +133,64 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
         err_console.print(f"wrote {len(frame)} runs to {output}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def analyze(
+    study: Annotated[Optional[str], typer.Argument(help="A study in the store (or use --csv).")] = None,
+    store: StoreOpt = None,
+    csv: Annotated[Optional[Path], typer.Option(help="Analyse runs from a CSV file instead (one row per run).")] = None,
+    response: Annotated[Optional[str], typer.Option(help="With --csv: the response column.")] = None,
+    factors: Annotated[Optional[str], typer.Option(help="With --csv: factor columns, comma-separated.")] = None,
+    log: Annotated[str, typer.Option(help="With --csv: factors on a log scale, comma-separated.")] = "",
+    format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    adjust: Annotated[str, typer.Option(help="p-value adjustment: holm, fdr_bh or none")] = "holm",
+    alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,
+) -> None:
+    """Main effects and two-way interactions with 95% CIs, adjusted p-values, aliasing and a variance budget."""
+    import pandas as pd
+
+    from orchestrator.analysis import factor_infos, fit_effects, infer_factors
+    from orchestrator.report import print_effects, study_frame
+
+    if format not in ("table", "json", "csv"):
+        raise WavesweepError(f"--format: must be table, json or csv; got {format!r}")
+    if adjust not in ("holm", "fdr_bh", "none"):
+        raise WavesweepError(f"--adjust: must be holm, fdr_bh or none; got {adjust!r}")
+    if (study is None) == (csv is None):
+        raise WavesweepError("give a STUDY or --csv FILE (with --response and --factors), not both")
+    if csv is not None:
+        if not response or not factors:
+            raise WavesweepError("--csv needs --response COL and --factors a,b,c")
+        if not csv.is_file():
+            raise WavesweepError(f"--csv: file not found: {csv}")
+        frame = pd.read_csv(csv)
+        names = [f.strip() for f in factors.split(",") if f.strip()]
+        missing = [c for c in [*names, response] if c not in frame.columns]
+        if missing:
+            raise WavesweepError(f"--csv: no column(s) {missing} in {csv}; columns: {list(frame.columns)}")
+        infos = infer_factors(frame, names, log=[f.strip() for f in log.split(",") if f.strip()])
+        metric, title = response, f"Effects on {response} ({csv.name})"
+    else:
+        from orchestrator.spec import parse_spec
+        from orchestrator.store import Store
+
+        db = Store(store, writer=False)
+        spec = parse_spec(_recorded_spec(db, study), check_experiment=False)
+        metric = spec.response.metric
+        infos = factor_infos(spec.factors)
+        frame = study_frame(db.runs(study), list(spec.factors), metric)
+        title = f"Effects on {metric} in study {study} ({spec.response.goal})"
+    try:
+        result = fit_effects(frame, infos, metric, alpha=alpha, adjust=None if adjust == "none" else adjust)
+    except ValueError as exc:
+        raise WavesweepError(f"cannot fit effects: {exc}") from None
+    if format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
+    elif format == "csv":
+        sys.stdout.write(result.to_frame().to_csv(index=False))
+    else:
+        print_effects(console, result, title)
+
+
 @db_app.command("upgrade")
 def db_upgrade(store: StoreOpt = None) -> None:
     """Bring the store's schema to this wavesweep's version (back the database up first)."""

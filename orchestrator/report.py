@@ -1,0 +1,47 @@
+"""Turning a study's runs into an analysis input, and an analysis into terminal tables (for `wavesweep analyze`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from orchestrator.analysis import EffectsResult
+
+
+def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> pd.DataFrame:
+    """The store's run records as the analysis wants them: one column per factor, the response, the status."""
+    frame = pd.DataFrame.from_records(runs)
+    column = f"metric.{metric}"
+    if frame.empty:
+        return pd.DataFrame(columns=[*factors, metric, "status"])
+    if column not in frame:
+        frame[column] = float("nan")  # no run has finished with the metric yet: every row counts as missing
+    out = frame[[f"param.{f}" for f in factors] + [column, "status"]]
+    return out.rename(columns={f"param.{f}": f for f in factors} | {column: metric})
+
+
+def print_effects(console: Console, result: EffectsResult, title: str) -> None:
+    table = Table("term", "estimate", "95% CI", "p", "p adj.", "", "aliased with", title=title)
+    for term in result.terms:
+        mark = "[bold green]*[/]" if term.significant else ""
+        table.add_row(term.term, f"{term.estimate:+.4g}", f"[{term.ci_low:+.4g}, {term.ci_high:+.4g}]",
+                      _p(term.p_value), _p(term.p_adjusted), mark, ", ".join(term.aliased_with))
+    console.print(table)
+    adjust = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", None: "no"}[result.adjust]
+    errors = "Lenth's pseudo standard error (no residual df)" if result.method == "lenth" else "OLS residuals"
+    console.print(f"* p adjusted ({adjust}) < {result.alpha:g}. Errors from {errors}, {result.error_df:g} df; "
+                  f"{result.n_used} of {result.n_runs} runs used; R^2 = {result.r_squared:.3f}.", highlight=False)
+    budget = Table("source", "share of variance", title="Variance budget (sums to 100%)")
+    for row in result.budget.rows:
+        budget.add_row(row.category.replace("_", " "), f"{row.percent:.2f}%")
+    console.print(budget)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _p(value: float) -> str:
+    return "-" if value != value else f"{value:.3g}"

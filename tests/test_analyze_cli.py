@@ -1,0 +1,76 @@
+"""`wavesweep analyze` on a study in the store and on a CSV of runs, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import synthetic_spec, write_spec
+from tests.test_cli import wavesweep
+
+pytestmark = pytest.mark.slow
+
+TERM_KEYS = {"term", "estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "aliased_with"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """2^3 full factorial x 2 seeds on a surface with one real interaction: loss = x + 2 z + 3 x*y + noise."""
+    tmp = tmp_path_factory.mktemp("analyze")
+    spec = synthetic_spec("effects", seeds=[0, 1], strategy={"mode": "grid", "runs_per_wave": 8})
+    spec["fixed"] = {"surface": {"x": 1.0, "z": 2.0, "x*y": 3.0}, "noise_sd": 0.05}
+    spec["factors"] = {"x": {"levels": [-1, 1]}, "y": {"levels": [-1, 1]}, "z": {"levels": [-1, 1]}}
+    url = f"sqlite:///{tmp / 'store.db'}"
+    out = wavesweep("run", str(write_spec(tmp / "effects.yaml", spec)), "--store", url)
+    assert out.returncode == 0, out.stderr
+    return url, tmp
+
+
+def test_analyze_a_study_as_json_finds_the_true_terms(study):
+    url, _ = study
+    out = wavesweep("analyze", "effects", "--store", url, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    terms = {t["term"]: t for t in result["terms"]}
+    assert all(TERM_KEYS <= set(t) for t in result["terms"])
+    assert set(terms) == {"x", "y", "z", "x:y", "x:z", "y:z"}
+    assert {t for t, r in terms.items() if r["p_adjusted"] < 0.05} == {"x", "z", "x:y"}
+    # Coded units: +-1 levels, so the estimates are the surface's coefficients.
+    for term, true in {"x": 1.0, "z": 2.0, "x:y": 3.0, "y": 0.0}.items():
+        assert terms[term]["ci_low"] <= true <= terms[term]["ci_high"]
+    assert result["n_used"] == 16 and result["method"] == "ols"
+
+
+def test_analyze_table_and_csv_formats(study):
+    url, _ = study
+    table = wavesweep("analyze", "effects", "--store", url)
+    assert table.returncode == 0 and "x:y" in table.stdout and "Variance budget" in table.stdout
+    csv = wavesweep("analyze", "effects", "--store", url, "--format", "csv")
+    assert csv.stdout.splitlines()[0].startswith("term,estimate,std_error,ci_low,ci_high")
+
+
+def test_analyze_an_exported_csv_gives_the_same_estimates(study):
+    url, tmp = study
+    exported = tmp / "runs.csv"
+    assert wavesweep("export", "effects", "--store", url, "--output", str(exported)).returncode == 0
+    text = exported.read_text().replace("param.", "").replace("metric.loss", "loss")
+    renamed = tmp / "renamed.csv"
+    renamed.write_text(text)
+    from_csv = wavesweep("analyze", "--csv", str(renamed), "--response", "loss", "--factors", "x,y,z",
+                         "--format", "json")
+    assert from_csv.returncode == 0, from_csv.stderr
+    from_store = json.loads(wavesweep("analyze", "effects", "--store", url, "--format", "json").stdout)
+    estimates = {t["term"]: t["estimate"] for t in json.loads(from_csv.stdout)["terms"]}
+    assert estimates == pytest.approx({t["term"]: t["estimate"] for t in from_store["terms"]}, abs=1e-12)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["analyze"], "give a STUDY or --csv FILE"),
+    (["analyze", "--csv", "nope.csv", "--response", "y", "--factors", "a"], "--csv: file not found"),
+    (["analyze", "effects", "--format", "xml"], "--format: must be table, json or csv; got 'xml'"),
+])
+def test_analyze_usage_errors(study, args, message):
+    url, _ = study
+    out = wavesweep(*args, "--store", url)
+    assert out.returncode == 1 and message in out.stderr
