@@ -70,6 +70,60 @@ def run(
 
 
 @app.command()
+def plan(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs (or CPU slots) the study will get; sizes the waves when "
+                                                     "the spec has no runs_per_wave.")] = None,
+    minutes_per_run: Annotated[Optional[float], typer.Option(help="Per-run estimate for the cost; default: the "
+                                                                  "median of the study's finished runs.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """The waves a study will run, which effects each prefix of waves can estimate, and what it will cost."""
+    from orchestrator.plan import make_plan
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(spec_path, check_experiment=False)
+    runs_per_wave = spec.strategy.runs_per_wave or gpus
+    if runs_per_wave is None:
+        raise WavesweepError("strategy.runs_per_wave is not in the spec: pass --gpus N, the GPUs (or CPU slots) the "
+                             "study will run on")
+    if minutes_per_run is None:
+        minutes_per_run = _history_minutes(spec.study, store)
+    result = make_plan(spec, runs_per_wave, minutes_per_run)
+    factors = list(spec.factors)
+    for number, (cells, reason) in enumerate(zip(result.waves, result.reasons), start=1):
+        table = Table("#", *factors, "seed", title=f"Wave {number}: {len(cells)} runs ({reason})")
+        for i, cell in enumerate(cells, start=1):
+            table.add_row(str(i), *[str(cell.levels[f]) for f in factors], str(cell.seed))
+        console.print(table)
+    for step in result.estimability:
+        console.print(f"After wave {step.after_wave} ({step.runs} runs): estimable: {', '.join(step.estimable)}",
+                      highlight=False, soft_wrap=True)
+        for term, mixed in step.aliased.items():
+            console.print(f"  not separable: {term} = combination of {', '.join(mixed) or 'nothing (constant)'}",
+                          highlight=False, soft_wrap=True)
+    console.print(f"{result.runs} runs in {len(result.waves)} waves of at most {result.runs_per_wave}.",
+                  highlight=False)
+    if result.gpu_hours is None:
+        console.print("Cost: unknown; pass --minutes-per-run (or run some of the study first).", highlight=False)
+    else:
+        console.print(f"Cost: {result.gpu_hours:.2f} GPU-hours at {result.minutes_per_run:.2f} min per run x "
+                      f"{spec.resources.gpus_per_run:g} GPU; about {result.wall_hours:.2f} h of wall clock, one wave "
+                      "after another.", highlight=False)
+
+
+def _history_minutes(study: str, store: str | None) -> float | None:
+    from orchestrator.plan import median_minutes
+    from orchestrator.store import Store
+
+    try:
+        db = Store(store, writer=False)
+    except WavesweepError:
+        return None  # no store yet: no history
+    return median_minutes(db.runs(study)) if db.study_id(study) is not None else None
+
+
+@app.command()
 def status(study: Annotated[Optional[str], typer.Argument(help="A study; all studies when omitted.")] = None,
            store: StoreOpt = None) -> None:
     """Runs by status, waves and the best cells of a study (or a line per study)."""

@@ -35,6 +35,13 @@ def print_effects(console: Console, result: EffectsResult, title: str) -> None:
     errors = "Lenth's pseudo standard error (no residual df)" if result.method == "lenth" else "OLS residuals"
     console.print(f"* p adjusted ({adjust}) < {result.alpha:g}. Errors from {errors}, {result.error_df:g} df; "
                   f"{result.n_used} of {result.n_runs} runs used; R^2 = {result.r_squared:.3f}.", highlight=False)
+    sigma = result.sigma_pure_error if result.sigma_pure_error == result.sigma_pure_error else result.sigma
+    if result.method == "ols" and sigma > 0 and result.error_df >= 1:
+        from orchestrator.analysis import detectable_effect
+
+        smallest = detectable_effect(sigma, result.n_used, result.error_df, alpha=result.alpha)
+        console.print(f"Power: with noise SD {sigma:.3g} per run, the smallest coded effect this study detects 80% "
+                      f"of the time at alpha {result.alpha:g} is {smallest:.3g} (unadjusted test).", highlight=False)
     budget = Table("source", "share of variance", title="Variance budget (sums to 100%)")
     for row in result.budget.rows:
         budget.add_row(row.category.replace("_", " "), f"{row.percent:.2f}%")

@@ -46,6 +46,7 @@ def test_analyze_table_and_csv_formats(study):
     url, _ = study
     table = wavesweep("analyze", "effects", "--store", url)
     assert table.returncode == 0 and "x:y" in table.stdout and "Variance budget" in table.stdout
+    assert "the smallest coded effect this study detects 80% of the time" in table.stdout
     csv = wavesweep("analyze", "effects", "--store", url, "--format", "csv")
     assert csv.stdout.splitlines()[0].startswith("term,estimate,std_error,ci_low,ci_high")
 
@@ -74,3 +75,35 @@ def test_analyze_usage_errors(study, args, message):
     url, _ = study
     out = wavesweep(*args, "--store", url)
     assert out.returncode == 1 and message in out.stderr
+
+
+def test_plan_of_the_demo_shows_waves_aliasing_and_cost(tmp_path):
+    out = wavesweep("plan", "experiments/specs/demo.yaml", "--minutes-per-run", "6", "--store",
+                    f"sqlite:///{tmp_path / 'none.db'}")
+    assert out.returncode == 0, out.stderr
+    assert "Wave 1: 8 runs (full factorial, block 1 of 2)" in out.stdout
+    # Wave 1 alone is the half fraction I = ABC: each two-way interaction is mixed into a main effect.
+    assert "not separable: learning_rate:warmup_ratio = combination of weight_decay" in out.stdout
+    assert ("After wave 2 (16 runs): estimable: learning_rate, warmup_ratio, weight_decay, learning_rate:warmup_ratio, "
+            "learning_rate:weight_decay, warmup_ratio:weight_decay") in out.stdout
+    assert "16 runs in 2 waves of at most 8." in out.stdout
+    assert "Cost: 1.60 GPU-hours at 6.00 min per run x 1 GPU; about 0.20 h of wall clock" in out.stdout
+    assert not (tmp_path / "none.db").exists()  # planning writes nothing
+
+
+def test_plan_takes_its_cost_from_the_study_history(study):
+    url, tmp = study
+    spec = synthetic_spec("effects", seeds=[0, 1], strategy={"mode": "grid", "runs_per_wave": 8})
+    spec["fixed"] = {"surface": {"x": 1.0, "z": 2.0, "x*y": 3.0}, "noise_sd": 0.05}
+    spec["factors"] = {"x": {"levels": [-1, 1]}, "y": {"levels": [-1, 1]}, "z": {"levels": [-1, 1]}}
+    out = wavesweep("plan", str(write_spec(tmp / "again.yaml", spec)), "--store", url)
+    assert out.returncode == 0, out.stderr
+    assert "Cost: 0.00 GPU-hours at 0.00 min per run" in out.stdout
+
+
+def test_plan_needs_a_wave_size(tmp_path):
+    spec = synthetic_spec(strategy={"mode": "grid"})
+    out = wavesweep("plan", str(write_spec(tmp_path / "s.yaml", spec)))
+    assert out.returncode == 1 and "pass --gpus N" in out.stderr
+    sized = wavesweep("plan", str(write_spec(tmp_path / "s.yaml", spec)), "--gpus", "6")
+    assert sized.returncode == 0 and "12 runs in 2 waves of at most 6." in sized.stdout

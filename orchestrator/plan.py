@@ -1,0 +1,80 @@
+"""What a study will run before it runs: waves, which effects each prefix of waves can estimate, and the cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from orchestrator.analysis import design_matrix, factor_infos
+from orchestrator.analysis.aliasing import find_aliasing
+from orchestrator.cells import Cell
+from orchestrator.spec import Spec
+from orchestrator.strategies import create_strategy
+
+
+@dataclass(frozen=True)
+class Estimability:
+    """After a prefix of the waves: the estimable terms (main effects and two-way interactions; quadratics of
+    3+-level numeric factors too) and, for each term the runs cannot separate, what its effect is mixed into."""
+
+    after_wave: int
+    runs: int
+    estimable: tuple[str, ...]
+    aliased: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs_per_wave: int
+    waves: list[list[Cell]]
+    reasons: list[str]
+    estimability: list[Estimability]
+    minutes_per_run: float | None
+    gpus_per_run: float
+
+    @property
+    def runs(self) -> int:
+        return sum(len(w) for w in self.waves)
+
+    @property
+    def gpu_hours(self) -> float | None:
+        if self.minutes_per_run is None:
+            return None
+        return self.runs * self.minutes_per_run * max(self.gpus_per_run, 1e-9) / 60
+
+    @property
+    def wall_hours(self) -> float | None:
+        """Waves run one after another; a wave's runs in parallel (at most runs_per_wave at once)."""
+        return None if self.minutes_per_run is None else len(self.waves) * self.minutes_per_run / 60
+
+
+def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> Plan:
+    strategy = create_strategy(spec)
+    strategy.check_budget(runs_per_wave)
+    waves, reasons, known = [], [], set()
+    while (wave := strategy.next_wave(known, runs_per_wave)) is not None:
+        waves.append(wave.cells)
+        reasons.append(wave.reason)
+        known |= {c.key for c in wave.cells}
+    infos = factor_infos(spec.factors)
+    estimability = []
+    cells: list[Cell] = []
+    for number, wave in enumerate(waves, start=1):
+        cells += wave
+        frame = pd.DataFrame([c.levels for c in cells])
+        aliasing = find_aliasing(design_matrix(frame, infos, max_order=2).matrix)
+        estimable = tuple(t for t in aliasing.kept if t != "Intercept")
+        estimability.append(Estimability(number, len(cells), estimable, dict(aliasing.dropped)))
+    return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run)
+
+
+def median_minutes(runs: list[dict]) -> float | None:
+    """Median wall time of a study's COMPLETE runs, in minutes (the per-run estimate when there is history)."""
+    walls = sorted(r["wall_s"] for r in runs if r["status"] == "COMPLETE" and r["wall_s"] is not None)
+    if not walls:
+        return None
+    middle = len(walls) // 2
+    median = walls[middle] if len(walls) % 2 else (walls[middle - 1] + walls[middle]) / 2
+    return median / 60 if math.isfinite(median) else None
