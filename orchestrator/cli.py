@@ -102,6 +102,10 @@ def plan(
         for term, mixed in step.aliased.items():
             console.print(f"  not separable: {term} = combination of {', '.join(mixed) or 'nothing (constant)'}",
                           highlight=False, soft_wrap=True)
+    if result.adaptive:
+        console.print(f"Mode {spec.strategy.mode}: later waves are chosen from this wave's results (at most "
+                      f"{spec.strategy.max_waves or 6} waves of at most {result.runs_per_wave} runs); the cost below "
+                      "is for the first wave.", highlight=False, soft_wrap=True)
     console.print(f"{result.runs} runs in {len(result.waves)} waves of at most {result.runs_per_wave}.",
                   highlight=False)
     if result.gpu_hours is None:

@@ -47,7 +47,7 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     ran = 0
     for number, cells in store.unfinished_waves(study_id):
         ran += wave.run(number, cells, f"resume of wave {number}")
-    while (plan := strategy.next_wave(store.known_keys(study_id), runs_per_wave)) is not None:
+    while (plan := strategy.next_wave(store.known_keys(study_id), runs_per_wave, store.runs(spec.study))) is not None:
         ran += wave.run(store.add_wave(study_id, plan), plan.cells, plan.reason)
     return Outcome(spec.study, strategy.planned_runs(), ran, runs_per_wave)
 
@@ -59,7 +59,10 @@ def has_work(spec: Spec, store: Store) -> bool:
         return True
     if store.unfinished_waves(study_id):
         return True
-    return create_strategy(spec).next_wave(store.known_keys(study_id), runs_per_wave=1) is not None
+    strategy = create_strategy(spec)
+    if strategy.adaptive:
+        return True  # whether it would go on depends on the runs per wave, which needs the cluster: ask it
+    return strategy.next_wave(store.known_keys(study_id), 1, store.runs(spec.study)) is not None
 
 
 @dataclass

@@ -33,6 +33,7 @@ class Plan:
     estimability: list[Estimability]
     minutes_per_run: float | None
     gpus_per_run: float
+    adaptive: bool  # later waves are chosen from results: only the first is planned
 
     @property
     def runs(self) -> int:
@@ -58,6 +59,8 @@ def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> 
         waves.append(wave.cells)
         reasons.append(wave.reason)
         known |= {c.key for c in wave.cells}
+        if strategy.adaptive:
+            break  # later waves are chosen from the results
     infos = factor_infos(spec.factors)
     estimability = []
     cells: list[Cell] = []
@@ -67,7 +70,8 @@ def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> 
         aliasing = find_aliasing(design_matrix(frame, infos, max_order=2).matrix)
         estimable = tuple(t for t in aliasing.kept if t != "Intercept")
         estimability.append(Estimability(number, len(cells), estimable, dict(aliasing.dropped)))
-    return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run)
+    return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run,
+                strategy.adaptive)
 
 
 def median_minutes(runs: list[dict]) -> float | None:

@@ -54,9 +54,13 @@ class Response(_Frozen):
 
 
 class Strategy(_Frozen):
-    # Only `grid` exists so far; `auto` resolves to it until the adaptive `waves` and `greedy` modes land.
-    mode: Literal["auto", "grid"] = Field("auto", description="grid: the full factorial, split into waves.")
-    max_waves: StrictInt | None = Field(None, gt=0, description="Refuse a plan that needs more waves than this.")
+    # `auto` resolves to grid until the one-GPU greedy mode lands (then: greedy on one slot, waves otherwise).
+    mode: Literal["auto", "grid", "waves"] = Field(
+        "auto", description="grid: the full factorial, split into waves; waves: adaptive fractions (see "
+                            "orchestrator/strategies/waves.py)."
+    )
+    max_waves: StrictInt | None = Field(None, gt=0, description="grid: refuse a plan with more waves; waves: stop "
+                                                               "after this many (default 6).")
     max_runs: StrictInt | None = Field(None, gt=0, description="Refuse a plan that needs more runs than this.")
     runs_per_wave: StrictInt | None = Field(
         None, gt=0, description="Cells per wave; default: the GPUs of the cluster (CPU slots when it has none)."

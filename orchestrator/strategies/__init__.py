@@ -3,8 +3,9 @@
 from orchestrator.errors import SpecError
 from orchestrator.strategies.base import Strategy, WavePlan
 from orchestrator.strategies.grid import Grid
+from orchestrator.strategies.waves import Waves
 
-STRATEGIES: dict[str, type[Strategy]] = {"grid": Grid}
+STRATEGIES: dict[str, type[Strategy]] = {"grid": Grid, "waves": Waves}
 # `auto` will pick adaptive waves or greedy by the GPUs available once those exist; until then it is the grid.
 _ALIASES = {"auto": "grid"}
 
@@ -16,4 +17,4 @@ def create_strategy(spec) -> Strategy:
     return STRATEGIES[mode](spec)
 
 
-__all__ = ["STRATEGIES", "Grid", "Strategy", "WavePlan", "create_strategy"]
+__all__ = ["STRATEGIES", "Grid", "Strategy", "WavePlan", "Waves", "create_strategy"]
