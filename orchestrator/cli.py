@@ -63,7 +63,14 @@ def run(
     else:
         with RayExecutor(address=ray_address, num_gpus=gpus) as executor:
             outcome = run_study(spec, db, executor, _WaveProgress(spec.response.metric))
-        console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave).", highlight=False, soft_wrap=True)
+        if outcome.ran:
+            console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave, mode {outcome.mode}).",
+                          highlight=False, soft_wrap=True)
+        else:
+            console.print(f"Nothing to run: the {outcome.mode} strategy proposes no new wave for study "
+                          f"[bold]{spec.study}[/] in {db.display_url}.", highlight=False, soft_wrap=True)
+        if outcome.mode == "greedy":
+            _print_blind_spots(spec, db.runs(spec.study))
     _print_best(db.runs(spec.study), spec.response.metric, spec.response.goal)
     console.print(f"Results: {db.display_url} (study [bold]{spec.study}[/]). "
                   f"Export: wavesweep export {spec.study} --format csv{_store_flag(store)}", highlight=False, soft_wrap=True)
@@ -257,6 +264,21 @@ def db_upgrade(store: StoreOpt = None) -> None:
     url = resolve_url(store)
     upgrade(make_engine(url))
     console.print(f"{mask(url)} is at the current schema.", highlight=False, soft_wrap=True)
+
+
+def _print_blind_spots(spec, runs: list[dict]) -> None:
+    from orchestrator.strategies import blind_spots
+
+    blind, proposal = blind_spots(spec, runs)
+    if not blind:
+        console.print("Greedy path: every two-way interaction is estimable from the runs.", highlight=False)
+        return
+    console.print("Greedy mode changes one factor at a time, so it cannot estimate these interactions: "
+                  + ", ".join(f"{a}:{b}" for a, b in blind) + ".", highlight=False, soft_wrap=True)
+    console.print(f"The smallest extra design that would: {len(proposal)} runs around the best point found:",
+                  highlight=False)
+    for cell in proposal:
+        console.print("  " + ", ".join(f"{k}={v}" for k, v in cell.levels.items()), highlight=False)
 
 
 def _recorded_spec(db, study: str) -> dict:

@@ -29,6 +29,7 @@ class Outcome:
     planned: int  # runs the whole plan needs
     ran: int  # runs executed by this invocation
     runs_per_wave: int
+    mode: str  # the strategy that ran (auto resolved)
 
 
 def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listener | None = None) -> Outcome:
@@ -37,8 +38,9 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     Resume rule: finished cells (COMPLETE, DIVERGED, PRUNED) are kept; every other cell of a recorded wave, such as
     RUNNING ones a dead driver left behind or FAILED ones, runs again in its wave. Then new waves follow.
     """
-    strategy = create_strategy(spec)
-    runs_per_wave = spec.strategy.runs_per_wave or executor.slots(spec)
+    slots = executor.slots(spec)
+    strategy = create_strategy(spec, slots)
+    runs_per_wave = spec.strategy.runs_per_wave or slots
     # Both before the first write: a plan over budget or a dangling store reference stores nothing.
     strategy.check_budget(runs_per_wave)
     resolved = resolve_all(spec, store)
@@ -49,7 +51,7 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
         ran += wave.run(number, cells, f"resume of wave {number}")
     while (plan := strategy.next_wave(store.known_keys(study_id), runs_per_wave, store.runs(spec.study))) is not None:
         ran += wave.run(store.add_wave(study_id, plan), plan.cells, plan.reason)
-    return Outcome(spec.study, strategy.planned_runs(), ran, runs_per_wave)
+    return Outcome(spec.study, strategy.planned_runs(), ran, runs_per_wave, strategy.name)
 
 
 def has_work(spec: Spec, store: Store) -> bool:
@@ -59,10 +61,9 @@ def has_work(spec: Spec, store: Store) -> bool:
         return True
     if store.unfinished_waves(study_id):
         return True
-    strategy = create_strategy(spec)
-    if strategy.adaptive:
-        return True  # whether it would go on depends on the runs per wave, which needs the cluster: ask it
-    return strategy.next_wave(store.known_keys(study_id), 1, store.runs(spec.study)) is not None
+    if spec.strategy.mode != "grid":
+        return True  # an adaptive strategy decides from the results and the cluster's size: ask it under Ray
+    return create_strategy(spec).next_wave(store.known_keys(study_id), 1, store.runs(spec.study)) is not None
 
 
 @dataclass

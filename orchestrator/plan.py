@@ -52,7 +52,7 @@ class Plan:
 
 
 def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> Plan:
-    strategy = create_strategy(spec)
+    strategy = create_strategy(spec, runs_per_wave)
     strategy.check_budget(runs_per_wave)
     waves, reasons, known = [], [], set()
     while (wave := strategy.next_wave(known, runs_per_wave)) is not None:

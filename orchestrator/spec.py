@@ -54,10 +54,10 @@ class Response(_Frozen):
 
 
 class Strategy(_Frozen):
-    # `auto` resolves to grid until the one-GPU greedy mode lands (then: greedy on one slot, waves otherwise).
-    mode: Literal["auto", "grid", "waves"] = Field(
-        "auto", description="grid: the full factorial, split into waves; waves: adaptive fractions (see "
-                            "orchestrator/strategies/waves.py)."
+    mode: Literal["auto", "grid", "waves", "greedy"] = Field(
+        "auto", description="grid: the full factorial, split into waves; waves: adaptive fractions; greedy: "
+                            "one-at-a-time hill-climbing for one GPU; auto: greedy on one slot, else waves "
+                            "(grid with a categorical factor of 3+ levels). See orchestrator/strategies/."
     )
     max_waves: StrictInt | None = Field(None, gt=0, description="grid: refuse a plan with more waves; waves: stop "
                                                                "after this many (default 6).")

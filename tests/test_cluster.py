@@ -65,7 +65,7 @@ def test_run_joins_a_cluster_and_places_one_run_per_gpu(tmp_path, ray_head):
     out = wavesweep("run", str(write_spec(tmp_path / "toy.yaml", spec)), "--store", url, "--ray-address", ray_head,
                     env=AUTH)
     assert out.returncode == 0, out.stderr
-    assert "Ran 12 runs (4 per wave)" in out.stdout  # runs_per_wave defaults to the cluster's 4 GPUs
+    assert "Ran 12 runs (4 per wave, mode grid)" in out.stdout  # runs_per_wave defaults to the cluster's 4 GPUs
     rows = export_rows(url, "toy")
     assert {r["device"] for r in rows} <= {f"cuda:{i}" for i in range(4)}
     assert len({r["device"] for r in rows}) > 1  # spread over the GPUs, one run per GPU

@@ -57,7 +57,7 @@ MALFORMED = [
     (spec_with("response.goal", "min"), "response.goal: must be one of 'minimize' or 'maximize'; got 'min'"),
     (spec_with("response.metric", None, delete=True), "response.metric: is required"),
     (spec_with("response.metric", 3), "response.metric: must be a string; got 3"),
-    (spec_with("strategy.mode", "bayes"), "strategy.mode: must be one of 'auto', 'grid' or 'waves'; got 'bayes'"),
+    (spec_with("strategy.mode", "bayes"), "strategy.mode: must be one of 'auto', 'grid', 'waves' or 'greedy'; got 'bayes'"),
     (spec_with("strategy.runs_per_wave", 0), "strategy.runs_per_wave: must be > 0; got 0"),
     (spec_with("strategy.max_waves", "two"), "strategy.max_waves: must be an integer; got 'two'"),
     (spec_with("resources.gpus_per_run", -1), "resources.gpus_per_run: must be >= 0; got -1"),

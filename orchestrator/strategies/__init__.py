@@ -2,19 +2,34 @@
 
 from orchestrator.errors import SpecError
 from orchestrator.strategies.base import Strategy, WavePlan
+from orchestrator.strategies.greedy import Greedy, blind_spots
 from orchestrator.strategies.grid import Grid
 from orchestrator.strategies.waves import Waves
 
-STRATEGIES: dict[str, type[Strategy]] = {"grid": Grid, "waves": Waves}
-# `auto` will pick adaptive waves or greedy by the GPUs available once those exist; until then it is the grid.
-_ALIASES = {"auto": "grid"}
+STRATEGIES: dict[str, type[Strategy]] = {"grid": Grid, "waves": Waves, "greedy": Greedy}
 
 
-def create_strategy(spec) -> Strategy:
-    mode = _ALIASES.get(spec.strategy.mode, spec.strategy.mode)
+def resolve_mode(spec, slots: int) -> str:
+    """`auto`: greedy when only one run fits at a time (one GPU, or one CPU slot), since a wave of one run
+    cannot hold a design; otherwise adaptive waves, or the grid when a categorical factor has more than two
+    levels (waves handle two). Any other mode is taken as given."""
+    if spec.strategy.mode != "auto":
+        return spec.strategy.mode
+    if slots <= 1:
+        return "greedy"
+    wide = any(f.kind == "categorical" and len(f.levels) > 2 for f in spec.factors.values())
+    return "grid" if wide else "waves"
+
+
+def create_strategy(spec, slots: int | None = None) -> Strategy:
+    """The spec's strategy; ``slots`` (runs that fit at once) decides `auto`, and is required for it."""
+    if spec.strategy.mode == "auto" and slots is None:
+        raise ValueError("mode auto needs the number of slots to pick a strategy")
+    mode = resolve_mode(spec, slots or 0)
     if mode not in STRATEGIES:
-        raise SpecError([("strategy.mode", f"must be one of {sorted(STRATEGIES) + sorted(_ALIASES)}", mode)])
+        raise SpecError([("strategy.mode", f"must be one of {sorted(STRATEGIES) + ['auto']}", mode)])
     return STRATEGIES[mode](spec)
 
 
-__all__ = ["STRATEGIES", "Grid", "Strategy", "WavePlan", "Waves", "create_strategy"]
+__all__ = ["STRATEGIES", "Greedy", "Grid", "Strategy", "WavePlan", "Waves", "blind_spots", "create_strategy",
+           "resolve_mode"]
