@@ -65,3 +65,21 @@ def test_waves_refuse_a_categorical_factor_with_three_levels():
     bad = spec("c", {}, {"opt": {"levels": ["adam", "sgd", "lion"]}, "x": {"levels": [0, 1]}}, runs_per_wave=8)
     with pytest.raises(SpecError, match="factors.opt.levels: mode waves needs two levels"):
         create_strategy(parse_spec(bad))
+
+
+def test_a_significant_categorical_is_fixed_at_its_better_level_and_numerics_move():
+    from orchestrator.strategies import create_strategy
+
+    strategy = create_strategy(parse_spec(spec("cat", {}, {"opt": {"levels": ["a", "b"]},
+                                                            "x": {"levels": [0.0, 1.0]}}, runs_per_wave=8)))
+    first = strategy.next_wave(set(), 8)
+    assert first.reason == "first wave over the whole box: 2^2 full factorial x 2 seeds over opt, x"
+    # A made-up outcome: opt=b is better by 1, larger x is better by 0.5, small noise.
+    runs = [{"wave": 1, "cell_key": c.key, "status": "COMPLETE", "param.opt": c.levels["opt"],
+             "param.x": c.levels["x"],
+             "metric.loss": (1.0 if c.levels["opt"] == "a" else 0.0) - 0.5 * c.levels["x"] + 0.01 * (c.seed % 3)}
+            for c in first.cells]
+    second = strategy.next_wave({c.key for c in first.cells}, 8, runs)
+    assert "opt fixed at its better level b (significant)" in second.reason and "x up" in second.reason
+    assert {c.levels["opt"] for c in second.cells} == {"b"}
+    assert {c.levels["x"] for c in second.cells} == {0.5, 1.0}  # the upper half of the range

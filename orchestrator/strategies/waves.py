@@ -114,6 +114,9 @@ class Waves(Strategy):
             elif curved and self.spec.factors[name].kind == "numeric":
                 new[name] = self._around_center(name, low, high)
                 why.append(f"{name} narrowed around its center (curvature)")
+            elif any(t.startswith(f"{name}[") for t in significant):  # a categorical's column is name[level]
+                new[name] = self._best_level(corners, name, region[name])
+                why.append(f"{name} fixed at its better level {new[name]} (significant)")
             elif name not in in_interaction:
                 new[name] = self._best_level(corners, name, region[name])
                 why.append(f"{name} inert, fixed at {new[name]}")
@@ -259,6 +262,8 @@ class Waves(Strategy):
         The textbook curvature test (Montgomery 6.8): (mean of corners - mean of centers) over
         sigma * sqrt(1/n_corners + 1/n_centers), with sigma and its degrees of freedom from the corner fit.
         """
+        if any(self.spec.factors[n].kind != "numeric" for n in active):
+            return False  # no center runs: a categorical factor has no middle
         metric = f"metric.{self.spec.response.metric}"
         middle = {n: self._center(n, *region[n]) for n in active}
         center = [r[metric] for r in runs if all(r[f"param.{n}"] == v for n, v in middle.items())
