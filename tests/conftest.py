@@ -44,6 +44,18 @@ def pg_url():
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread: the tiny model's ops are too small to split; a second thread only waits, and slows to
+    a crawl when other tests load the machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'store.db'}"
 

@@ -50,15 +50,6 @@ def hf_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def one_thread():
-    # The tiny model's ops are too small to split; a second thread only waits, and slows to a crawl under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def tokenizer():
     return build_tokenizer()
 

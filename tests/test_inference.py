@@ -27,12 +27,8 @@ TIMINGS = {"tokens_per_s", "peak_mem_mb", "load_s"}
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny model's ops are too small to split; a second thread only waits, and slows to a crawl under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
