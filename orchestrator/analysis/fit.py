@@ -149,6 +149,19 @@ def _adjust(p_values: pd.Series, alpha: float, method: str | None) -> pd.Series:
     """Multiplicity-adjusted p-values over the family of all terms; NaN p-values stay NaN and out of the family."""
     adjusted = p_values.copy()
     finite = p_values.notna()
-    if method is not None and finite.any():
+    if method == "holm" and finite.any():
+        adjusted[finite] = _holm(p_values[finite].to_numpy())
+    elif method is not None and finite.any():
         adjusted[finite] = multipletests(p_values[finite].to_numpy(), alpha=alpha, method=method)[1]
+    return adjusted
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment, as statsmodels computes it (tests compare the two). Written out because
+    ``multipletests(method="holm")`` runs ``gc.collect()`` on every call (statsmodels 0.15): ~44 ms a fit, most
+    of a fit's time, and more in a process holding a model."""
+    order = np.argsort(p)
+    stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
