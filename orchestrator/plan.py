@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import statistics
 from dataclasses import dataclass
 
 import pandas as pd
@@ -76,9 +76,5 @@ def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> 
 
 def median_minutes(runs: list[dict]) -> float | None:
     """Median wall time of a study's COMPLETE runs, in minutes (the per-run estimate when there is history)."""
-    walls = sorted(r["wall_s"] for r in runs if r["status"] == "COMPLETE" and r["wall_s"] is not None)
-    if not walls:
-        return None
-    middle = len(walls) // 2
-    median = walls[middle] if len(walls) % 2 else (walls[middle - 1] + walls[middle]) / 2
-    return median / 60 if math.isfinite(median) else None
+    walls = [r["wall_s"] for r in runs if r["status"] == "COMPLETE" and r["wall_s"] is not None]
+    return statistics.median(walls) / 60 if walls else None

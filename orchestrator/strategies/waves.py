@@ -278,10 +278,10 @@ class Waves(Strategy):
         return t > 0 and stats.t.sf(t, fit.error_df) * 2 < 0.05
 
     def _converged(self, region: dict) -> bool:
-        numeric = [n for n, v in region.items() if isinstance(v, tuple) and self.spec.factors[n].kind == "numeric"]
-        categorical = [n for n, v in region.items() if isinstance(v, tuple) and n not in numeric]
-        if categorical or not numeric:
-            return not numeric and not categorical
+        active = [n for n, v in region.items() if isinstance(v, tuple)]
+        numeric = [n for n in active if self.spec.factors[n].kind == "numeric"]
+        if len(numeric) < len(active):
+            return False  # a categorical factor is still open
         return all(self._width(n, *region[n]) < CONVERGED_WIDTH * self._width(n, *self.box[n]) for n in numeric)
 
     def _width(self, name: str, low, high) -> float:
