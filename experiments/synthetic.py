@@ -6,10 +6,15 @@ from the run's seed and params, so a cell gives the same value on every machine.
 to exercise FAILED and DIVERGED; ``sleep_s`` makes a run take time. ``save_artifact`` writes the value into the run's
 artifact directory and ``load_artifact`` (a directory, e.g. a resolved ``store:`` reference) reads one back as the
 metric ``loaded``, to exercise artifacts; ``report_pid`` returns the worker's process id, to exercise worker reuse.
+
+``named_surface`` (a name in ``experiments.surfaces.SURFACES``) replaces ``surface``/``intercept`` with a surface
+whose optimum and true interactions are known: the metric (``y`` unless ``metric`` says otherwise) is that surface's
+``sample(factors, seed)``, with its own noise unless ``noise_sd`` is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,23 +25,18 @@ from typing import Any
 
 from orchestrator.context import Diverged, RunContext
 
-_KNOWN = {"surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if", "seed",
-          "save_artifact", "load_artifact", "report_pid"}
+_KNOWN = {"surface", "named_surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if",
+          "seed", "save_artifact", "load_artifact", "report_pid"}
 
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
-    surface: dict[str, float] = params.get("surface", {})
     factors = {k: v for k, v in params.items() if k not in _KNOWN}
-    value = float(params.get("intercept", 0.0))
-    for term, coef in surface.items():
-        names = term.split("*")
-        missing = [n for n in names if n not in factors]
-        if missing:
-            raise ValueError(f"surface term {term!r} names {missing}, which are not params; params: {sorted(factors)}")
-        value += coef * math.prod(float(factors[n]) for n in names)
-    identity = json.dumps({"seed": params.get("seed", ctx.seed), **factors}, sort_keys=True, default=str)
-    rng = random.Random(hashlib.sha256(identity.encode()).hexdigest())
-    value += float(params.get("noise_sd", 0.0)) * rng.gauss(0.0, 1.0)
+    if params.get("named_surface") is not None:
+        value = _named_surface_value(params, factors, params.get("seed", ctx.seed))
+        default_metric = "y"
+    else:
+        value = _generic_surface_value(params, factors, params.get("seed", ctx.seed))
+        default_metric = "loss"
 
     steps = int(params.get("steps", 5))
     sleep_s = float(params.get("sleep_s", 0.0))
@@ -47,7 +47,7 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
             raise Diverged(f"train_loss became nan at step {step}")
     if _matches(factors, params.get("fail_if")):
         raise RuntimeError(f"fail_if matched {params['fail_if']}")
-    metrics = {params.get("metric", "loss"): value}
+    metrics = {params.get("metric", default_metric): value}
     if params.get("save_artifact"):
         os.makedirs(ctx.artifact_dir, exist_ok=True)
         with open(os.path.join(ctx.artifact_dir, "value.json"), "w") as f:
@@ -58,6 +58,33 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
     if params.get("report_pid"):
         metrics["pid"] = float(os.getpid())
     return metrics
+
+
+def _generic_surface_value(params: dict[str, Any], factors: dict[str, Any], seed: Any) -> float:
+    surface: dict[str, float] = params.get("surface", {})
+    value = float(params.get("intercept", 0.0))
+    for term, coef in surface.items():
+        names = term.split("*")
+        missing = [n for n in names if n not in factors]
+        if missing:
+            raise ValueError(f"surface term {term!r} names {missing}, which are not params; params: {sorted(factors)}")
+        value += coef * math.prod(float(factors[n]) for n in names)
+    identity = json.dumps({"seed": seed, **factors}, sort_keys=True, default=str)
+    rng = random.Random(hashlib.sha256(identity.encode()).hexdigest())
+    return value + float(params.get("noise_sd", 0.0)) * rng.gauss(0.0, 1.0)
+
+
+def _named_surface_value(params: dict[str, Any], factors: dict[str, Any], seed: Any) -> float:
+    # Imported here: the generic path (most tests, every Ray worker of them) does not need it.
+    from experiments.surfaces import get_surface
+
+    clash = [k for k in ("surface", "intercept") if k in params]
+    if clash:
+        raise ValueError(f"give either 'named_surface' or {clash}, not both: a named surface has its own formula")
+    surface = get_surface(params["named_surface"])
+    if "noise_sd" in params:  # the spec may ask for more or less noise than the surface's default
+        surface = dataclasses.replace(surface, noise_sd=float(params["noise_sd"]))
+    return surface.sample(factors, int(seed))
 
 
 def _matches(factors: dict[str, Any], condition: dict[str, Any] | None) -> bool:

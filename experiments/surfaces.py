@@ -1,0 +1,351 @@
+"""Named response surfaces with a known optimum and known interaction structure, for tests and benchmarks.
+
+A search-quality benchmark needs ground truth: how good the best reachable run is (``optimum``, to measure
+regret) and which factors and pairs of factors truly matter (``active_mains``, ``interactions``, to score the
+effects a strategy reports by recall and false discovery). Each :class:`Surface` carries that truth next to its
+formula, and ``experiments.synthetic`` serves it to the orchestrator as ``fixed: {named_surface: <name>}``.
+
+"Interaction" means exactly: the mixed partial derivative in the two factors is not identically zero over the box.
+That is the property a mixed finite difference on a 2 x 2 square detects, so it is what tests can check and what a
+factorial analysis can in principle find. (It depends on the coordinates only through the box, not the scale: a
+function additive in ``x`` and ``y`` stays additive in ``log x`` and ``y``.)
+
+Integer factors (batch size, LoRA rank) are integers in specs and samplers, but ``value`` accepts any real in the
+box: adaptive strategies halve windows and may propose 45.25. Every surface here has its optimum on integer values
+of its integer factors, so the continuous and the integer optimum agree.
+
+numpy and scipy only; scipy is imported only by :func:`numeric_optimum`, so Ray workers do not pay for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """The range of one numeric factor. ``scale="log"`` means levels, sampling and coding are uniform in log space."""
+
+    low: float
+    high: float
+    scale: Literal["linear", "log"] = "linear"
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ValueError(f"box needs low < high; got [{self.low}, {self.high}]")
+        if self.scale == "log" and self.low <= 0:
+            raise ValueError(f"a log-scale box needs low > 0; got [{self.low}, {self.high}]")
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def from_unit(self, u: float) -> float:
+        """Map u in [0, 1] to the box, uniformly in the box's scale (clamped: exp(log(high)) may overshoot by 1 ulp)."""
+        if self.scale == "log":
+            value = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        else:
+            value = self.low + u * (self.high - self.low)
+        return min(max(value, self.low), self.high)
+
+    def to_unit(self, value: float) -> float:
+        if self.scale == "log":
+            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return (value - self.low) / (self.high - self.low)
+
+    def levels(self, n: int) -> list[float] | list[int]:
+        """``n`` levels evenly spaced in the box's scale, ends included; integers for an integer box."""
+        if n < 2:
+            raise ValueError(f"need at least 2 levels; got {n}")
+        raw = [self.from_unit(i / (n - 1)) for i in range(n)]
+        raw[0], raw[-1] = self.low, self.high
+        if self.integer:
+            ints = [round(v) for v in raw]
+            if len(set(ints)) < n:
+                raise ValueError(f"{n} levels in [{self.low}, {self.high}] do not round to distinct integers: {ints}")
+            return ints
+        # 6 significant digits keep specs readable; the ends stay exact so the spec spans the whole box.
+        return [raw[0], *(float(f"{v:.6g}") for v in raw[1:-1]), raw[-1]]
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A noise-free response ``value(params)`` over a box of factors, its optimum, and its true effect structure."""
+
+    name: str
+    description: str
+    factors: dict[str, Box]
+    goal: Literal["minimize", "maximize"]
+    noise_sd: float
+    active_mains: frozenset[str]
+    interactions: frozenset[frozenset[str]]
+    optimum: float
+    argopt: dict[str, float]
+    formula: Callable[[Mapping[str, float]], float] = field(repr=False, compare=False)
+
+    def check(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """The factor values as floats; a ValueError (TypeError for a non-number) names the factor, box and value."""
+        unknown = sorted(set(params) - set(self.factors))
+        if unknown:
+            raise ValueError(f"surface {self.name!r} has no factor(s) {unknown}; its factors: {sorted(self.factors)}")
+        out: dict[str, float] = {}
+        for name, box in self.factors.items():
+            if name not in params:
+                raise ValueError(f"surface {self.name!r}: factor {name!r} is missing; "
+                                 f"it needs all of {sorted(self.factors)}")
+            value = params[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"surface {self.name!r}: factor {name!r} must be a number; got {value!r}")
+            value = float(value)
+            if not box.contains(value):  # also refuses NaN
+                raise ValueError(f"surface {self.name!r}: factor {name!r} must lie in [{box.low}, {box.high}]; "
+                                 f"got {value!r}")
+            out[name] = value
+        return out
+
+    def value(self, params: Mapping[str, Any]) -> float:
+        """The noise-free response at ``params`` (every factor, inside its box)."""
+        return float(self.formula(self.check(params)))
+
+    def sample(self, params: Mapping[str, Any], seed: int) -> float:
+        """``value + noise_sd * N(0, 1)``; the noise depends only on (surface name, params, seed), so a cell gives the
+        same number on every machine and in every process (no global RNG state)."""
+        clean = self.check(params)
+        # Floats in the hash, so a level written 32 or 32.0 is the same point.
+        identity = json.dumps({"surface": self.name, "seed": int(seed), "params": clean}, sort_keys=True)
+        rng = random.Random(hashlib.sha256(identity.encode()).hexdigest())
+        return float(self.formula(clean)) + self.noise_sd * rng.gauss(0.0, 1.0)
+
+    def regret(self, params: Mapping[str, Any]) -> float:
+        """How far the noise-free value at ``params`` is from the optimum (>= 0 for either goal)."""
+        return abs(self.value(params) - self.optimum)
+
+    def random_point(self, rng: np.random.Generator) -> dict[str, float]:
+        """A point uniform in the box in each factor's scale (not rounded for integer factors)."""
+        return {name: box.from_unit(float(rng.random())) for name, box in self.factors.items()}
+
+    def spec(self, study: str, *, mode: str = "waves", levels: int = 2, seeds: tuple[int, ...] | list[int] = (0,),
+             **strategy: Any) -> dict[str, Any]:
+        """A wavesweep spec dict (what ``orchestrator.spec.parse_spec`` takes) sweeping this surface over its box.
+
+        ``levels`` levels per factor, evenly spaced in the factor's scale; ``strategy`` adds keys such as
+        ``runs_per_wave`` or ``max_waves`` next to ``mode``.
+        """
+        factors: dict[str, dict[str, Any]] = {}
+        for name, box in self.factors.items():
+            factor: dict[str, Any] = {"levels": box.levels(levels)}
+            if box.scale == "log":
+                factor["scale"] = "log"
+            factors[name] = factor
+        return {
+            "study": study,
+            "description": f"synthetic surface {self.name!r} (experiments/surfaces.py)",
+            "experiment": "experiments.synthetic:run",
+            "fixed": {"named_surface": self.name, "noise_sd": self.noise_sd, "steps": 1},
+            "factors": factors,
+            "response": {"metric": "y", "goal": self.goal},
+            "strategy": {"mode": mode, **strategy},
+            "resources": {"cpus_per_run": 1},
+            "seeds": [int(s) for s in seeds],
+        }
+
+
+def numeric_optimum(surface: Surface, *, starts: int = 32, seed: int = 0) -> tuple[float, dict[str, float]]:
+    """The best value scipy's L-BFGS-B finds over the box from ``starts`` random starts (plus the box center).
+
+    It works in unit coordinates (log space for log factors), where the boxes are [0, 1] and the surfaces are smooth.
+    Used by the tests to confirm each surface's stated optimum; it is a local method, so it confirms, not proves.
+    """
+    from scipy.optimize import minimize
+
+    names = list(surface.factors)
+    sign = 1.0 if surface.goal == "minimize" else -1.0
+
+    def point(u: np.ndarray) -> dict[str, float]:
+        return {n: surface.factors[n].from_unit(float(min(max(x, 0.0), 1.0))) for n, x in zip(names, u)}
+
+    def objective(u: np.ndarray) -> float:
+        return sign * surface.value(point(u))
+
+    rng = np.random.default_rng(seed)
+    best_u, best = None, math.inf
+    for u0 in [np.full(len(names), 0.5), *rng.random((starts, len(names)))]:
+        res = minimize(objective, u0, method="L-BFGS-B", bounds=[(0.0, 1.0)] * len(names))
+        if res.fun < best:
+            best_u, best = res.x, float(res.fun)
+    return sign * best, point(best_u)
+
+
+# --- the surfaces -----------------------------------------------------------------------------------------------------
+
+
+def _pairs(*pairs: tuple[str, str]) -> frozenset[frozenset[str]]:
+    return frozenset(frozenset(p) for p in pairs)
+
+
+def _friedman1() -> Surface:
+    factors = {f"x{i}": Box(0.0, 1.0) for i in range(1, 11)}
+
+    def formula(p: Mapping[str, float]) -> float:
+        return (10.0 * math.sin(math.pi * p["x1"] * p["x2"]) + 20.0 * (p["x3"] - 0.5) ** 2
+                + 10.0 * p["x4"] + 5.0 * p["x5"])
+
+    return Surface(
+        name="friedman1",
+        description=(
+            "Friedman (1991, 'Multivariate adaptive regression splines', Ann. Statist. 19(1)) benchmark #1, also "
+            "sklearn.datasets.make_friedman1: y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5, ten factors "
+            "x1..x10 in [0, 1], x6..x10 inert; noise N(0, 1) as in the original. Maximized here: the optimum 30 is "
+            "reached on the curve x1 x2 = 1/2 with x3 at 0 or 1 and x4 = x5 = 1 (argopt: x1 = 1, x2 = 0.5, x3 = 0). "
+            "The only true pair is {x1, x2}. Its interaction is not bilinear: on the corners of the unit square "
+            "sin(pi x1 x2) is 0, 0, 0, 0 (sin pi = 0), so a two-level design at the box's ends sees no x1:x2 effect "
+            "at all, and inside the box the coupling is mostly linear x quadratic. x3 is a pure quadratic, also "
+            "invisible to a two-level design on [0, 1] (equal at both ends)."
+        ),
+        factors=factors,
+        goal="maximize",
+        noise_sd=1.0,
+        active_mains=frozenset({"x1", "x2", "x3", "x4", "x5"}),
+        interactions=_pairs(("x1", "x2")),
+        optimum=30.0,
+        argopt={"x1": 1.0, "x2": 0.5, "x3": 0.0, "x4": 1.0, "x5": 1.0, **{f"x{i}": 0.5 for i in range(6, 11)}},
+        formula=formula,
+    )
+
+
+def _screening() -> Surface:
+    factors = {name: Box(-1.0, 1.0) for name in "abcdefg"}
+
+    def formula(p: Mapping[str, float]) -> float:
+        return 10.0 + 3.0 * p["a"] - 2.0 * p["b"] + 1.5 * p["c"] + 2.0 * p["a"] * p["b"] - 1.5 * p["c"] * p["d"]
+
+    # The formula is multilinear, so its extremes over the box are at corners: the best of the 2^7 is the optimum.
+    corners = [dict(zip(factors, signs)) for signs in itertools.product((-1.0, 1.0), repeat=len(factors))]
+    best = min(corners, key=formula)
+    argopt = {**best, "e": 0.0, "f": 0.0, "g": 0.0}
+    return Surface(
+        name="screening",
+        description=(
+            "A sparse screening problem in 7 factors a..g on [-1, 1] (coded units): y = 10 + 3a - 2b + 1.5c + 2ab "
+            "- 1.5cd, e, f, g inert, noise N(0, 0.5^2), minimized. Active mains a, b, c, d; true pairs {a, b} and "
+            "{c, d}. d has no main effect at all: averaged over c it is inert, and only the c:d interaction shows it "
+            "matters, a trap for a strategy that fixes factors whose main effect is not significant. The formula is "
+            "multilinear, so the optimum is at a corner; brute force over the 2^7 corners gives 0 at a = -1, b = +1, "
+            "c = -1, d = -1, unique up to the inert e, f, g (the a, b block is -7 only there; the c, d block -3 only "
+            "there)."
+        ),
+        factors=factors,
+        goal="minimize",
+        noise_sd=0.5,
+        active_mains=frozenset("abcd"),
+        interactions=_pairs(("a", "b"), ("c", "d")),
+        optimum=formula(best),
+        argopt=argopt,
+        formula=formula,
+    )
+
+
+# llm_finetune constants: the optimum is where every term below is 0 at once (see the description).
+_LR_REF, _BATCH_REF = 3e-4, 32.0  # best learning rate at batch 32; it scales like sqrt(batch)
+_DECAY_REF = 3e-5  # best effective AdamW decay lr * wd (so wd = 0.1 at lr = 3e-4)
+_RANK_REF, _SCALE_REF = 16.0, 2.0  # rank where capacity and overfitting balance; best alpha / rank
+_WARMUP_REF = 0.06
+_LOSS_FLOOR = 1.2
+
+
+def _llm_finetune() -> Surface:
+    factors = {
+        "learning_rate": Box(1e-5, 1e-2, "log"),
+        "batch_size": Box(8, 256, "log", integer=True),
+        "weight_decay": Box(0.0, 0.2),
+        "warmup_ratio": Box(0.0, 0.2),
+        "lora_rank": Box(4, 64, "log", integer=True),
+        "lora_alpha": Box(4, 128, "log", integer=True),
+        "dropout": Box(0.0, 0.2),
+    }
+
+    def formula(p: Mapping[str, float]) -> float:
+        lr, batch, rank = p["learning_rate"], p["batch_size"], p["lora_rank"]
+        valley = 0.06 * (math.log(lr / _LR_REF) - 0.5 * math.log(batch / _BATCH_REF)) ** 2
+        batch_term = 0.03 * math.log(batch / _BATCH_REF) ** 2
+        decay = 0.03 * math.log((1.0 + lr * p["weight_decay"] / _DECAY_REF) / 2.0) ** 2
+        warmup = 0.03 * ((p["warmup_ratio"] - _WARMUP_REF) / _WARMUP_REF) ** 2
+        capacity = 0.05 * (_RANK_REF / rank + math.log(rank / _RANK_REF) - 1.0)
+        scale = 0.05 * math.log(p["lora_alpha"] / rank / _SCALE_REF) ** 2
+        return _LOSS_FLOOR + valley + batch_term + decay + warmup + capacity + scale
+
+    return Surface(
+        name="llm_finetune",
+        description=(
+            "A LoRA fine-tuning eval loss with the structure the literature reports, minimized; noise N(0, 0.02^2), "
+            "range 1.2 to about 3.5 over the box. loss = 1.2 "
+            "+ 0.06 (ln(lr / 3e-4) - 0.5 ln(batch / 32))^2 [the best learning rate grows like sqrt(batch_size) "
+            "(Malladi et al. 2022, square-root scaling for Adam): a valley along ln lr - 0.5 ln batch] "
+            "+ 0.03 ln(batch / 32)^2 [small batches are noisy, large ones generalize worse] "
+            "+ 0.03 ln((1 + lr wd / 3e-5) / 2)^2 [AdamW's decoupled decay shrinks weights by lr * wd per step "
+            "(Loshchilov & Hutter 2019): what matters is the product, best at 3e-5] "
+            "+ 0.03 ((warmup_ratio - 0.06) / 0.06)^2 [a little warmup helps, more wastes steps] "
+            "+ 0.05 (16 / rank + ln(rank / 16) - 1) [capacity against overfitting, best at rank 16] "
+            "+ 0.05 ln(alpha / rank / 2)^2 [LoRA scales its update by alpha / rank (Hu et al. 2021; we use that, "
+            "not rsLoRA's alpha / sqrt(rank)); best at alpha = 2 rank]; dropout is inert. Factors: learning_rate "
+            "log [1e-5, 1e-2], batch_size log integer [8, 256], weight_decay [0, 0.2], warmup_ratio [0, 0.2], "
+            "lora_rank log integer [4, 64], lora_alpha log integer [4, 128], dropout [0, 0.2]. True pairs: "
+            "{learning_rate, batch_size}, {learning_rate, weight_decay}, {lora_rank, lora_alpha}; nothing else is "
+            "coupled (the alpha / rank scale deliberately does not multiply the learning rate, to keep the truth to "
+            "these three). Optimum 1.2, where every term is 0 at once: batch 32, lr 3e-4, wd 0.1, warmup 0.06, "
+            "rank 16, alpha 32 (any dropout); scipy L-BFGS-B from 32 starts over the box finds nothing lower "
+            "(tests/test_surfaces.py). The optimum sits in the box's interior on integer batch, rank and alpha."
+        ),
+        factors=factors,
+        goal="minimize",
+        noise_sd=0.02,
+        active_mains=frozenset(set(factors) - {"dropout"}),
+        interactions=_pairs(("learning_rate", "batch_size"), ("learning_rate", "weight_decay"),
+                            ("lora_rank", "lora_alpha")),
+        optimum=_LOSS_FLOOR,
+        argopt={"learning_rate": _LR_REF, "batch_size": 32, "weight_decay": _DECAY_REF / _LR_REF,
+                "warmup_ratio": _WARMUP_REF, "lora_rank": 16, "lora_alpha": 32, "dropout": 0.1},
+        formula=formula,
+    )
+
+
+def _bowl() -> Surface:
+    def formula(p: Mapping[str, float]) -> float:
+        return (p["x"] - 1.5) ** 2 + p["y"]
+
+    return Surface(
+        name="bowl",
+        description=(
+            "The small surface of tests/test_waves.py: y = (x - 1.5)^2 + y_factor over x in [0, 2], y in [0, 1], "
+            "z in [0, 1] inert; minimized, noise N(0, 0.02^2). The optimum 0 is at x = 1.5 (interior, so a "
+            "two-level design sees only a main effect of x; center points reveal the curvature), y = 0. "
+            "No interactions."
+        ),
+        factors={"x": Box(0.0, 2.0), "y": Box(0.0, 1.0), "z": Box(0.0, 1.0)},
+        goal="minimize",
+        noise_sd=0.02,
+        active_mains=frozenset({"x", "y"}),
+        interactions=frozenset(),
+        optimum=0.0,
+        argopt={"x": 1.5, "y": 0.0, "z": 0.5},
+        formula=formula,
+    )
+
+
+SURFACES: dict[str, Surface] = {s.name: s for s in (_friedman1(), _screening(), _llm_finetune(), _bowl())}
+
+
+def get_surface(name: str) -> Surface:
+    try:
+        return SURFACES[name]
+    except KeyError:
+        raise ValueError(f"unknown surface {name!r}; known surfaces: {', '.join(sorted(SURFACES))}") from None
