@@ -1,0 +1,607 @@
+"""Reparametrisation hints: interactions that the literature explains by a change of coordinates.
+
+Some interactions between hyperparameters are not a property of the problem but of the coordinates they were swept
+in. The best learning rate of Adam grows like sqrt(batch size), so a grid over (lr, batch) shows an lr x batch
+interaction that a grid over (lr / sqrt(batch), batch) does not. :func:`reparam_hints` finds such pairs among the
+factors of a fit, says which coordinates to sweep next time and checks the claim on the runs.
+
+Pairs and rules (``a`` is the factor whose best value moves with ``b``; ``s`` the rule's slope
+d(log a*)/d(log b)):
+
+- learning rate x batch size: s = 1/2 for Adam-type optimizers (Malladi et al. 2022), s = 1 for SGD (Goyal et al.
+  2017). The optimizer comes from a factor or fixed param named ``optimizer``/``optim``; unknown means Adam.
+- weight decay x learning rate: AdamW shrinks the weights by lr * wd per step (Loshchilov & Hutter 2019), so the
+  best wd falls like 1/lr: s = -1, new coordinate lr * wd.
+- LoRA alpha x rank: the adapter's multiplier is alpha / rank (Hu et al. 2021): s = 1; rsLoRA's alpha / sqrt(rank)
+  (Kalajdzievski 2023): s = 1/2. Which one is expected first depends on a ``use_rslora`` factor or fixed param.
+
+When a hint is given: only for a recognised pair whose interaction is in the fit (a two-way term ``a:b``, or the
+linear x quadratic ``a:b^2`` / ``a^2:b``) and is significant or carries at least ``min_share`` of the variance beyond
+what noise alone would give its columns (omega squared on the ANOVA's sequential sums of squares: (SS - df sigma^2) /
+(SS_total + sigma^2); the raw share is also reported). A pair whose ``a:b`` column is not estimable (aliased) gets
+a hint that says it cannot be judged.
+
+The check on the data (runs given, 3+ levels of both factors): a quadratic response surface in (x, y) = (log a,
+log b), centred, is fitted by OLS with the other factors' main effects (and quadratics) as nuisance columns. With the
+Hessian H of the surface, the optimum of a at fixed b moves along the valley x*(y) with slope
+s_hat = -H_ab / H_aa. Its interval is Fieller's (exact for a ratio of normal estimates; it is unbounded when the
+curvature H_aa is not clearly positive). A rule's slope s is consistent with the data when it lies in that
+interval, which is the same as the test that the interaction vanishes in the rule's coordinates u = x - s y,
+v = y: with J = d(x, y)/d(u, v), the off-diagonal of J^T H J is H_uv = H_aa s + H_ab.
+
+How much the interaction shrinks is reported as |H_uv / H_uu|, the off-diagonal relative to the curvature along the
+swept coordinate: how far the best u moves per unit of log b. In the original coordinates that is |s_hat|; in the
+rule's it is |s_hat - s|. (The scale-free |H_uv| / sqrt(H_uu H_vv) is not used: on a valley, where the curvature
+along the valley is about zero, it stays near 1 for any slope that is not exactly right.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.regression.linear_model import OLS
+
+from orchestrator.analysis.aliasing import find_aliasing
+from orchestrator.analysis.coding import INTERCEPT, design_matrix
+from orchestrator.analysis.factors import FactorInfo, factor_infos
+from orchestrator.analysis.results import EffectsResult
+from orchestrator.analysis.runs import select_runs
+
+Status = Literal["supported", "approximate", "contradicted", "inconclusive", "unchecked", "not_judged"]
+
+# A rule whose slope is outside the interval still counts as "approximate" when it removes at least this share of
+# the interaction (|H_uv / H_uu| in its coordinates vs the original ones): a real slope is never exactly 0.5, and
+# with precise runs the interval excludes 0.5 where sweeping lr / sqrt(batch) still removes nearly all of it.
+APPROXIMATE = 0.8
+
+# Factor names per role, compared case-insensitively with "-" read as "_".
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "lr": ("learning_rate", "lr", "learning-rate", "peak_lr", "base_lr", "max_lr"),
+    "batch": ("batch_size", "batch", "bs", "global_batch_size", "per_device_train_batch_size", "train_batch_size",
+              "effective_batch_size"),
+    "wd": ("weight_decay", "wd"),
+    "rank": ("lora_rank", "rank", "r", "lora_r"),
+    "alpha": ("lora_alpha", "alpha"),
+    "optimizer": ("optimizer", "optim", "optimizer_name", "opt"),
+    "rslora": ("use_rslora", "rslora"),
+}
+
+_REFS = {
+    "malladi": "Malladi et al. 2022, 'On the SDEs and Scaling Rules for Adaptive Gradient Algorithms' (NeurIPS)",
+    "goyal": "Goyal et al. 2017, 'Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour'",
+    "adamw": "Loshchilov & Hutter 2019, 'Decoupled Weight Decay Regularization' (ICLR)",
+    "wang": "Wang & Aitchison 2024, 'How to set AdamW's weight decay as you scale model and dataset size'",
+    "lora": "Hu et al. 2021, 'LoRA: Low-Rank Adaptation of Large Language Models'",
+    "rslora": "Kalajdzievski 2023, 'A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA'",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One literature rule: the best ``a`` moves like ``b**slope`` (``a`` and ``b`` are roles)."""
+
+    name: str
+    a: str
+    b: str
+    slope: float
+    label: str  # what the new coordinate is, in words
+    rationale: str
+
+
+RULES: dict[str, Rule] = {r.name: r for r in (
+    Rule("sqrt_scaling", "lr", "batch", 0.5, "the learning rate per sqrt(batch)",
+         "With Adam-type optimizers the learning rate that keeps the training dynamics the same grows like the "
+         f"square root of the batch size ({_REFS['malladi']}). Swept as lr / sqrt(batch), the best value stops "
+         "moving with the batch size, so the lr x batch interaction shrinks."),
+    Rule("linear_scaling", "lr", "batch", 1.0, "the learning rate per example",
+         "With SGD the best learning rate grows in proportion to the batch size, up to a critical batch size (the "
+         f"linear scaling rule, {_REFS['goyal']}). Swept as lr / batch, the best value stops moving with the batch "
+         "size, so the lr x batch interaction shrinks."),
+    Rule("effective_decay", "wd", "lr", -1.0, "the effective decay per step",
+         f"AdamW's decoupled weight decay multiplies the weights by (1 - lr * wd) every step ({_REFS['adamw']}), so "
+         "the decay that acts is lr * wd and its timescale 1 / (lr * wd) is what a good setting holds fixed "
+         f"({_REFS['wang']}). Swept on its own, wd's effect depends on lr: that is the interaction. Sweep lr and "
+         "lr * wd instead."),
+    Rule("lora_scale", "alpha", "rank", 1.0, "the adapter scale",
+         f"Standard LoRA multiplies the adapter's update BA by alpha / rank ({_REFS['lora']}), so what alpha does "
+         "depends on the rank it is paired with. Swept as the scale alpha / rank, the best value stops moving with "
+         "the rank if the scale is what matters."),
+    Rule("rslora_scale", "alpha", "rank", 0.5, "the rank-stabilised adapter scale",
+         f"rsLoRA ({_REFS['rslora']}) shows that the adapter's multiplier has to shrink like 1 / sqrt(rank), not "
+         "1 / rank, for learning to stay stable as the rank grows: alpha / sqrt(rank) is the quantity whose best "
+         "value does not move with the rank (it is rsLoRA's multiplier; with standard LoRA's alpha / rank the best "
+         "alpha grows like sqrt(rank))."),
+)}
+
+# Recognised pairs: (a role, b role) and the candidate rules, the expected one first (see _candidates).
+PAIRS: tuple[tuple[str, str], ...] = (("lr", "batch"), ("wd", "lr"), ("alpha", "rank"))
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A reparametrisation hint for one pair of factors.
+
+    ``pair`` = (a, b): a's best value moves with b. ``rule`` names the rule the suggestion uses (a key of
+    :data:`RULES`, or ``"fitted_slope"`` when the data contradict every rule), ``slope`` its d(log a*)/d(log b),
+    ``coordinates`` the two factors to sweep instead, as formulas in the user's factor names. ``status``:
+
+    - ``supported``: the data check ran and the rule's slope is inside the valley slope's interval;
+    - ``approximate``: every rule's slope is outside it, but one still removes at least :data:`APPROXIMATE` of the
+      interaction (the suggestion uses it; a note gives the numbers);
+    - ``contradicted``: no rule is inside the interval or removes that much. The suggestion then uses the fitted
+      slope (``rule="fitted_slope"``), or, when the interval holds 0 (the best a does not move with b), says that
+      no reparametrisation removes this interaction (``rule="none"``, no slope or coordinates);
+    - ``inconclusive``: the check ran, but the interval is unbounded (the curvature along a is not clear);
+    - ``unchecked``: by name only (no runs, fewer than 3 levels, levels <= 0, no valley ...): ``evidence``
+      says why;
+    - ``not_judged``: the interaction is not estimable from these runs (aliased).
+
+    ``interaction`` holds the fit's terms of the pair (estimate, adjusted p, significant) and their share of the
+    variance; ``evidence`` the data check's numbers or ``reason``. Every number comes from the fit or the runs.
+    """
+
+    pair: tuple[str, str]
+    roles: tuple[str, str]
+    rule: str
+    slope: float | None
+    coordinates: tuple[str, str] | None
+    suggestion: str
+    rationale: str
+    status: Status
+    interaction: dict[str, Any]
+    evidence: dict[str, Any]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples become lists, NaN and infinities None)."""
+        return _json(asdict(self))
+
+    def describe(self) -> str:
+        """A few lines for a terminal: the suggestion, the evidence in one line, the notes."""
+        a, b = self.pair
+        lines = [f"{a} x {b} [{self.status}]: {self.suggestion}"]
+        inter = self.interaction
+        if inter.get("terms"):
+            listed = ", ".join(f"{t['term']} {t['estimate']:+.3g} (p adj. {_p(t['p_adjusted'])})"
+                               for t in inter["terms"])
+            lines.append(f"  interaction in the fit: {listed}; {inter['percent']:.1f}% of the variance "
+                         f"({inter['percent_beyond_noise']:.1f}% beyond noise)")
+        lines.append(f"  check: {self.evidence['summary']}")
+        lines.append(f"  why: {self.rationale}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def reparam_hints(
+    fit: EffectsResult,
+    factors: Mapping[str, Any],
+    df: pd.DataFrame | None = None,
+    *,
+    names: Mapping[str, str | None] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    goal: Literal["minimize", "maximize"] = "minimize",
+    min_share: float = 0.05,
+    diverged_value: float | None = None,
+) -> list[Hint]:
+    """Hints for the recognised pairs whose interaction ``fit`` found (see the module docstring).
+
+    ``factors`` are the factors of the fit (FactorInfo or spec Factors); ``df`` the runs it was fitted on (without
+    it the hints are by name only). ``names`` maps a role (``lr``, ``batch``, ``wd``, ``rank``, ``alpha``,
+    ``optimizer``, ``rslora``) to a factor or fixed-param name, overriding recognition by name; None switches a
+    role off. ``fixed`` are the study's fixed params, where the optimizer and ``use_rslora`` may be set. ``goal``
+    is the response's: the valley is of the minimum, or the maximum. ``diverged_value`` as in
+    :func:`orchestrator.analysis.fit_effects`, so the check uses the same runs as the fit.
+    """
+    if goal not in ("minimize", "maximize"):
+        raise ValueError(f"goal must be 'minimize' or 'maximize'; got {goal!r}")
+    infos = factor_infos(factors)
+    fixed = dict(fixed or {})
+    roles, role_notes = _roles(infos, fixed, names or {})
+    hints = []
+    for a_role, b_role in PAIRS:
+        a, b = roles.get(a_role), roles.get(b_role)
+        if a is None or b is None or a not in infos or b not in infos or a == b:
+            continue
+        hint = _pair_hint(fit, infos, df, a, b, a_role, b_role, roles, fixed, goal, min_share, diverged_value)
+        if hint is not None:
+            notes = [n for r, n in role_notes.items() if r in (a_role, b_role)]
+            hints.append(replace(hint, notes=(*notes, *hint.notes)))
+    return hints
+
+
+# --- roles -------------------------------------------------------------------------------------------------------
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _roles(infos: Mapping[str, FactorInfo], fixed: Mapping[str, Any],
+           names: Mapping[str, str | None]) -> tuple[dict[str, str], dict[str, str]]:
+    """Role -> factor (or fixed param) name, and a note per role where the choice was ambiguous."""
+    unknown = set(names) - set(ROLE_NAMES)
+    if unknown:
+        raise ValueError(f"names: unknown role(s) {sorted(unknown)}; roles are {list(ROLE_NAMES)}")
+    known = list(infos) + [k for k in fixed if k not in infos]
+    roles: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for role, aliases in ROLE_NAMES.items():
+        if role in names:
+            chosen = names[role]
+            if chosen is None:
+                continue
+            if chosen not in known:
+                raise ValueError(f"names: {role} -> {chosen!r}, which is neither a factor nor a fixed param; "
+                                 f"factors: {list(infos)}")
+            roles[role] = chosen
+            continue
+        wanted = {_norm(n) for n in aliases}
+        # Numeric roles only match factors; optimizer and rslora may also be fixed params.
+        pool = known if role in ("optimizer", "rslora") else list(infos)
+        matches = [n for n in pool if _norm(n) in wanted]
+        if matches:
+            roles[role] = matches[0]
+            if len(matches) > 1:
+                notes[role] = (f"{matches} all look like the {role}; {matches[0]!r} was taken "
+                               f"(pass names={{{role!r}: ...}} to choose)")
+    return roles, notes
+
+
+def _value_kind(value: Any) -> str | None:
+    """'adaptive', 'sgd' or None (unknown) for an optimizer name."""
+    text = str(getattr(value, "value", value)).lower()
+    if "sgd" in text or "momentum" in text:
+        return "sgd"
+    if any(k in text for k in ("adam", "rmsprop", "adafactor", "lion", "lamb", "lars")):
+        return "adaptive"
+    return None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _setting(name: str, infos: Mapping[str, FactorInfo], fixed: Mapping[str, Any]) -> list[Any]:
+    """The values a role's factor takes (its levels), or the fixed param's value."""
+    if name in infos:
+        return list(infos[name].levels)
+    return [fixed[name]]
+
+
+def _candidates(a_role: str, roles: Mapping[str, str], infos: Mapping[str, FactorInfo],
+                fixed: Mapping[str, Any]) -> tuple[list[Rule], list[str]]:
+    """The pair's rules, the one expected in this study first, and notes on how it was chosen."""
+    notes: list[str] = []
+    if a_role == "lr":
+        opt = roles.get("optimizer")
+        if opt is None:
+            notes.append("optimizer unknown (no optimizer factor or fixed param): Adam-type assumed, the usual "
+                         "choice for fine-tuning LLMs, so sqrt scaling is expected; with SGD it is linear")
+            return [RULES["sqrt_scaling"], RULES["linear_scaling"]], notes
+        values = _setting(opt, infos, fixed)
+        kinds = {_value_kind(v) for v in values}
+        if kinds == {"sgd"}:
+            notes.append(f"{opt} = {values[0] if len(values) == 1 else values}: SGD, so linear scaling is expected")
+            return [RULES["linear_scaling"], RULES["sqrt_scaling"]], notes
+        if kinds == {"adaptive"}:
+            return [RULES["sqrt_scaling"], RULES["linear_scaling"]], notes
+        if len(values) > 1 and "sgd" in kinds:
+            notes.append(f"{opt} is a factor with levels {values}: the rule differs by optimizer (sqrt for Adam-type, "
+                         "linear for SGD) and the check pools them; fit each optimizer's runs apart to check each")
+        else:
+            notes.append(f"{opt} = {values if len(values) > 1 else values[0]} is not a known optimizer: Adam-type "
+                         "assumed (sqrt scaling); with SGD it is linear")
+        return [RULES["sqrt_scaling"], RULES["linear_scaling"]], notes
+    if a_role == "wd":
+        opt = roles.get("optimizer")
+        if opt is not None and {_value_kind(v) for v in _setting(opt, infos, fixed)} == {"sgd"}:
+            notes.append("with SGD, weight decay is also applied as lr * wd per step, so the rule is the same")
+        return [RULES["effective_decay"]], notes
+    flag = roles.get("rslora")
+    if flag is not None and flag in infos:
+        notes.append(f"{flag} is a factor: the adapter scale differs by its level (alpha / rank, or alpha / "
+                     "sqrt(rank) with rsLoRA) and the check pools them")
+        return [RULES["lora_scale"], RULES["rslora_scale"]], notes
+    if flag is not None and _truthy(fixed.get(flag)):
+        return [RULES["rslora_scale"], RULES["lora_scale"]], notes
+    return [RULES["lora_scale"], RULES["rslora_scale"]], notes
+
+
+# --- the interaction in the fit -------------------------------------------------------------------------------------
+
+
+def _factors_of(column: str) -> tuple[tuple[str, ...], bool]:
+    """The factors of a model column name, and whether it has a quadratic part: "lr:bs^2" -> (lr, bs), True."""
+    parts = column.split(":")
+    return tuple(p.split("[")[0].removesuffix("^2") for p in parts), any(p.endswith("^2") for p in parts)
+
+
+def _interaction(fit: EffectsResult, a: str, b: str) -> dict[str, Any]:
+    pair = {a, b}
+    terms = [t for t in fit.terms if t.order == 2 and set(_factors_of(t.term)[0]) == pair]
+    anova_terms = {t.anova_term for t in terms}
+    total = sum(row.sum_sq for row in fit.anova.rows)
+    rows = [row for row in fit.anova.rows if row.term in anova_terms]
+    sum_sq, df = sum(row.sum_sq for row in rows), sum(row.df for row in rows)
+    share = sum_sq / total if total > 0 else 0.0
+    # Omega squared: the share beyond what noise alone puts in df columns (each column takes about one noise
+    # variance of sum of squares), so a small noisy design's 3 interaction columns do not pass for an interaction.
+    noise = fit.sigma**2 if math.isfinite(fit.sigma) else 0.0
+    beyond = max(sum_sq - df * noise, 0.0) / (total + noise) if total > 0 else 0.0
+    dropped = {name: list(combo) for name, combo in fit.not_estimable.items()
+               if len(_factors_of(name)[0]) == 2 and set(_factors_of(name)[0]) == pair and not _factors_of(name)[1]}
+    return {
+        "terms": [{"term": t.term, "estimate": t.estimate, "std_error": t.std_error, "p_value": t.p_value,
+                   "p_adjusted": t.p_adjusted, "significant": t.significant, "aliased_with": list(t.aliased_with)}
+                  for t in terms],
+        "significant": any(t.significant for t in terms),
+        "percent": 100.0 * share,
+        "percent_beyond_noise": 100.0 * beyond,
+        "not_estimable": dropped,
+    }
+
+
+# --- one pair -----------------------------------------------------------------------------------------------------
+
+
+def _pair_hint(fit: EffectsResult, infos: Mapping[str, FactorInfo], df: pd.DataFrame | None, a: str, b: str,
+               a_role: str, b_role: str, roles: Mapping[str, str], fixed: Mapping[str, Any], goal: str,
+               min_share: float, diverged_value: float | None) -> Hint | None:
+    interaction = _interaction(fit, a, b)
+    rules, notes = _candidates(a_role, roles, infos, fixed)
+    expected = rules[0]
+    notes += _scale_notes(infos, a, b)
+
+    if interaction["not_estimable"]:
+        listed = "; ".join(f"{name} = combination of {combo or 'nothing'}"
+                           for name, combo in interaction["not_estimable"].items())
+        summary = (f"the {a} x {b} interaction is not estimable from these runs ({listed}), so whether "
+                   f"{expected.label} would remove it cannot be judged; runs that separate it (a fold-over, or "
+                   "the full factorial of the two) would tell")
+        return Hint((a, b), (a_role, b_role), expected.name, expected.slope, _coords(expected, a, b),
+                    f"cannot be judged: {a}:{b} is aliased. If it is there, " + _suggestion(expected, a, b),
+                    expected.rationale, "not_judged", interaction, {"summary": summary, "reason": "aliased"},
+                    tuple(notes))
+    present = interaction["significant"] or interaction["percent_beyond_noise"] >= 100.0 * min_share
+    if not interaction["terms"] or not present:
+        return None
+    carried = sorted({x for t in interaction["terms"] for x in t["aliased_with"]})
+    if carried:
+        notes.append(f"the estimate of the {a} x {b} interaction also carries {carried} (aliased), which may be "
+                     "what is there")
+
+    check = _check(fit, infos, df, a, b, rules, goal, diverged_value)
+    status, rule, slope = check.pop("status"), expected, expected.slope
+    if status == "supported":
+        rule = next(r for r in rules if check["rules"][r.name]["consistent"])
+        if rule is not expected:
+            notes.append(f"the data favour {rule.name.replace('_', ' ')} (slope {rule.slope:g}) over the expected "
+                         f"{expected.name.replace('_', ' ')}: its slope {expected.slope:g} is outside the interval")
+        others = [r for r in rules if r is not rule and check["rules"][r.name]["consistent"]]
+        if others:
+            notes.append("the data cannot tell it from " + ", ".join(
+                f"{r.name.replace('_', ' ')} (slope {r.slope:g})" for r in others) + ": both slopes are inside "
+                "the interval")
+        slope = rule.slope
+    elif status == "approximate":
+        rule = min(rules, key=lambda r: check["rules"][r.name]["ratio"])
+        res = check["rules"][rule.name]
+        notes.append(f"the valley slope differs from {rule.name.replace('_', ' ')}'s {rule.slope:g} beyond noise, but "
+                     f"sweeping {_formula(a, b, rule.slope)} still removes {100 * res['shrink']:.0f}% of the "
+                     f"interaction (|H_uv/H_uu| {check['interaction_before']['ratio']:.3g} -> {res['ratio']:.3g})")
+        slope = rule.slope
+    elif status == "contradicted":
+        if check["interaction_before"]["consistent"]:
+            suggestion = (f"no reparametrisation: the best {a} does not move with {b} (the valley slope's interval "
+                          f"holds 0), so the interaction is of another kind (how much {a} matters changes with "
+                          f"{b}), which new coordinates do not remove")
+            return Hint((a, b), (a_role, b_role), "none", None, None, suggestion, expected.rationale, status,
+                        interaction, check, tuple(notes))
+        slope = float(f"{check['valley_slope']:.2g}")
+        coords = (_formula(a, b, slope), b)
+        suggestion = (f"sweep {coords[0]} and {b} (log scale) instead of {a} and {b}: the fitted valley slope; "
+                      "no rule's slope is inside its interval or removes most of the interaction")
+        return Hint((a, b), (a_role, b_role), "fitted_slope", slope, coords, suggestion, expected.rationale,
+                    status, interaction, check, tuple(notes))
+    return Hint((a, b), (a_role, b_role), rule.name, slope, _coords(rule, a, b), _suggestion(rule, a, b),
+                rule.rationale, status, interaction, check, tuple(notes))
+
+
+def _scale_notes(infos: Mapping[str, FactorInfo], a: str, b: str) -> list[str]:
+    linear = [n for n in (a, b) if infos[n].scale != "log"]
+    if not linear:
+        return []
+    verb = "is" if len(linear) == 1 else "are"
+    return [(f"{' and '.join(linear)} {verb} not on a log scale: the rule is multiplicative (a power law), so sweep "
+             "both factors on a log scale (scale: log), where it is a straight line and the new coordinates are "
+             "evenly spaced")]
+
+
+def _formula(a: str, b: str, slope: float) -> str:
+    if slope == 0:
+        return a
+    if slope == 1:
+        return f"{a} / {b}"
+    if slope == 0.5:
+        return f"{a} / sqrt({b})"
+    if slope == -1:
+        return f"{b} * {a}"
+    if slope < 0:
+        return f"{a} * {b}^{-slope:g}"
+    return f"{a} / {b}^{slope:g}"
+
+
+def _coords(rule: Rule, a: str, b: str) -> tuple[str, str]:
+    return _formula(a, b, rule.slope), b
+
+
+def _suggestion(rule: Rule, a: str, b: str) -> str:
+    u, v = _coords(rule, a, b)
+    if rule.name == "effective_decay":
+        return f"sweep {v} and {u} ({rule.label}) instead of {v} and {a} (log scale both)"
+    return f"sweep {u} ({rule.label}) and {v} instead of {a} and {b} (log scale both)"
+
+
+# --- the data check -------------------------------------------------------------------------------------------------
+
+
+def _check(fit: EffectsResult, infos: Mapping[str, FactorInfo], df: pd.DataFrame | None, a: str, b: str,
+           rules: list[Rule], goal: str, diverged_value: float | None) -> dict[str, Any]:
+    """The valley slope of the quadratic surface in (log a, log b) and each rule's place in its interval."""
+
+    def unchecked(reason: str, summary: str, **more: Any) -> dict[str, Any]:
+        return {"status": "unchecked", "reason": reason, "summary": f"by name, unchecked: {summary}", **more}
+
+    if df is None:
+        return unchecked("no_runs", "no runs were given to check it on")
+    runs = select_runs(df, fit.response, diverged_value=diverged_value).runs
+    values = {}
+    for name in (a, b):
+        if name not in runs.columns:
+            return unchecked("no_column", f"the runs have no column {name!r}")
+        x = pd.to_numeric(runs[name], errors="coerce").to_numpy(dtype=float)
+        if not np.all(np.isfinite(x)) or np.any(x <= 0):
+            bad = sorted({str(v) for v, ok in zip(runs[name].tolist(), np.isfinite(x) & (x > 0)) if not ok})
+            return unchecked("not_positive", f"{name} has values that are not positive numbers ({bad[:5]}); the "
+                             "rule is about log values: sweep positive levels on a log scale")
+        values[name] = x
+    levels = {name: len(np.unique(values[name])) for name in (a, b)}
+    if min(levels.values()) < 3:
+        counts = ", ".join(f"{n} has {k}" for n, k in levels.items())
+        return unchecked("two_levels", f"the check fits a quadratic surface and needs 3+ levels of both factors "
+                         f"({counts} in the runs used)", levels=levels)
+
+    # Centred log coordinates: x = log a, y = log b, centred on the mean of their levels.
+    x = np.log(values[a]) - np.mean(np.log(np.unique(values[a])))
+    y = np.log(values[b]) - np.mean(np.log(np.unique(values[b])))
+    sign = 1.0 if goal == "minimize" else -1.0
+    response = sign * runs[fit.response].to_numpy(dtype=float)
+    surface = pd.DataFrame({INTERCEPT: 1.0, "x": x, "y": y, "xx": x * x, "yy": y * y, "xy": x * y}, index=runs.index)
+    others = {n: i for n, i in infos.items() if n not in (a, b)}
+    if others:
+        try:
+            nuisance = design_matrix(runs, others, max_order=1).matrix.drop(columns=INTERCEPT)
+        except ValueError as exc:
+            return unchecked("nuisance", f"the other factors could not be coded ({exc})")
+        surface = pd.concat([surface, nuisance], axis=1)
+    aliasing = find_aliasing(surface)
+    lost = [c for c in ("x", "y", "xx", "yy", "xy") if c not in aliasing.kept]
+    if lost:
+        return unchecked("surface_not_estimable", f"the runs cannot separate the quadratic surface's columns {lost}")
+    matrix = surface[list(aliasing.kept)]
+    ols = OLS(response, matrix).fit()
+    df_resid = round(ols.df_resid)
+    if df_resid < 1:
+        return unchecked("no_residual_df", f"the surface has {matrix.shape[1]} parameters for {len(response)} "
+                         "runs: no residual degrees of freedom for its intervals")
+
+    cov = ols.cov_params()
+    b_xx, b_yy, b_xy = (float(ols.params[c]) for c in ("xx", "yy", "xy"))
+    hessian = sign * np.array([[2 * b_xx, b_xy], [b_xy, 2 * b_yy]])  # in the response's own sign
+    level = 1.0 - fit.alpha
+    t = float(stats.t.ppf(1.0 - fit.alpha / 2, df_resid))
+    base = {"method": "quadratic surface in (log a, log b), OLS; Fieller interval for the valley slope",
+            "factors": [a, b], "n_runs": len(response), "df_resid": df_resid,
+            "r_squared": float(ols.rsquared), "hessian": hessian.tolist(), "level": level}
+    if b_xx <= 0:
+        where = "minimum" if goal == "minimize" else "maximum"
+        return unchecked("no_valley", f"the fitted surface has no {where} along log {a} at fixed {b} "
+                         f"(curvature H_aa = {hessian[0, 0]:.3g}): no valley to follow; widen {a}'s range so it "
+                         "brackets the best value", **base)
+
+    # Valley slope s_hat = N / D with N = -b_xy, D = 2 b_xx; Fieller: s in the interval iff the test of
+    # N - s D = 0 (the interaction in the coordinates u = x - s y) is not rejected.
+    n_est, d_est = -b_xy, 2 * b_xx
+    v_nn, v_dd, v_nd = float(cov.at["xy", "xy"]), 4 * float(cov.at["xx", "xx"]), -2 * float(cov.at["xy", "xx"])
+    slope = n_est / d_est
+    interval = _fieller(n_est, d_est, v_nn, v_dd, v_nd, t)
+
+    def residual_interaction(s: float) -> dict[str, Any]:
+        """H_uv / sign = 2 b_xx s + b_xy with its interval and p-value, and |H_uv / H_uu|."""
+        est = d_est * s - n_est
+        se = math.sqrt(max(s * s * v_dd - 2 * s * v_nd + v_nn, 0.0))
+        p = float(2 * stats.t.sf(abs(est) / se, df_resid)) if se > 0 else float("nan")
+        jac = np.array([[1.0, s], [0.0, 1.0]])
+        return {"slope": s, "coordinates": [f"log {a} - {s:g} log {b}", f"log {b}"],
+                "hessian": (jac.T @ hessian @ jac).tolist(),
+                "interaction": sign * est, "interaction_ci": sorted([sign * (est - t * se), sign * (est + t * se)]),
+                "p_value": p, "consistent": bool(p >= fit.alpha),
+                "ratio": abs(est / d_est)}
+
+    before = residual_interaction(0.0)
+    results = {r.name: residual_interaction(r.slope) for r in rules}
+    for res in results.values():
+        res["shrink"] = 1.0 - res["ratio"] / before["ratio"] if before["ratio"] > 0 else 0.0
+    bounded = interval["kind"] == "bounded"
+    if not bounded:
+        status = "inconclusive"
+    elif any(r["consistent"] for r in results.values()):
+        status = "supported"
+    elif max(r["shrink"] for r in results.values()) >= APPROXIMATE:
+        status = "approximate"
+    else:
+        status = "contradicted"
+    pct = f"{100 * level:g}%"
+    listed = "; ".join(f"{name.replace('_', ' ')} slope {res['slope']:g} "
+                       f"{'inside' if res['consistent'] else 'outside'} (interaction |H_uv/H_uu| "
+                       f"{before['ratio']:.3g} -> {res['ratio']:.3g})" for name, res in results.items())
+    summary = (f"valley of the best {a}: d log {a}* / d log {b} = {slope:.3g}, {pct} CI {_interval_text(interval)} "
+               f"({len(response)} runs, {df_resid} residual df); {listed}")
+    if not bounded:
+        summary += f"; the interval is unbounded: the curvature along log {a} is not clearly positive"
+    return {"status": status, **base, "summary": summary, "valley_slope": slope, "valley_slope_ci": interval,
+            "interaction_before": before, "rules": results}
+
+
+def _fieller(n: float, d: float, v_nn: float, v_dd: float, v_nd: float, t: float) -> dict[str, Any]:
+    """Fieller's interval for n / d: the s with (n - s d)^2 <= t^2 (v_nn - 2 s v_nd + s^2 v_dd).
+
+    ``kind``: "bounded" [low, high]; "two_rays" (-inf, low] and [high, inf); "all" (every slope).
+    """
+    qa = d * d - t * t * v_dd
+    qb = -2.0 * (n * d - t * t * v_nd)
+    qc = n * n - t * t * v_nn
+    disc = qb * qb - 4 * qa * qc
+    if qa > 0:
+        root = math.sqrt(max(disc, 0.0))
+        return {"kind": "bounded", "low": (-qb - root) / (2 * qa), "high": (-qb + root) / (2 * qa)}
+    if disc < 0 or qa == 0:
+        return {"kind": "all", "low": float("-inf"), "high": float("inf")}
+    root = math.sqrt(disc)
+    low, high = sorted(((-qb - root) / (2 * qa), (-qb + root) / (2 * qa)))
+    return {"kind": "two_rays", "low": low, "high": high}
+
+
+def _interval_text(interval: Mapping[str, Any]) -> str:
+    if interval["kind"] == "bounded":
+        return f"[{interval['low']:.3g}, {interval['high']:.3g}]"
+    if interval["kind"] == "two_rays":
+        return f"(-inf, {interval['low']:.3g}] U [{interval['high']:.3g}, inf)"
+    return "(-inf, inf)"
+
+
+# --- small helpers ------------------------------------------------------------------------------------------------
+
+
+def _p(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3g}"
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
