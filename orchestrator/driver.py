@@ -30,13 +30,20 @@ class Outcome:
     ran: int  # runs executed by this invocation
     runs_per_wave: int
     mode: str  # the strategy that ran (auto resolved)
+    stop_reason: str | None = None  # why the study stopped (also stored with the study)
+
+
+# Why a strategy that gives no reason of its own stopped proposing waves.
+_DONE = {"grid": "every cell of the full factorial is recorded"}
 
 
 def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listener | None = None) -> Outcome:
     """Run a study to the end of its plan, resuming from whatever the store already holds.
 
     Resume rule: finished cells (COMPLETE, DIVERGED, PRUNED) are kept; every other cell of a recorded wave, such as
-    RUNNING ones a dead driver left behind or FAILED ones, runs again in its wave. Then new waves follow.
+    RUNNING ones a dead driver left behind or FAILED ones, runs again in its wave. Then new waves follow, until the
+    strategy proposes none or the budget (``max_waves``, ``max_runs``, ``max_gpu_hours``: ``Strategy.budget_stop``)
+    stops the study before a wave; the reason is stored with the study (``Store.study_info``).
     """
     slots = executor.slots(spec)
     strategy = create_strategy(spec, slots)
@@ -49,9 +56,27 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     ran = 0
     for number, cells in store.unfinished_waves(study_id):
         ran += wave.run(number, cells, f"resume of wave {number}")
-    while (plan := strategy.next_wave(store.known_keys(study_id), runs_per_wave, store.runs(spec.study))) is not None:
+    while True:
+        runs = store.runs(spec.study)
+        plan = strategy.next_wave(store.known_keys(study_id), runs_per_wave, runs)
+        if plan is None:
+            stop = _stop_reason(strategy, runs)
+        elif stop := strategy.budget_stop(runs, plan.cells):
+            stop += f" (it would have been: {plan.reason})"
+        if stop is not None:
+            store.stop_study(study_id, stop)
+            break
         ran += wave.run(store.add_wave(study_id, plan), plan.cells, plan.reason)
-    return Outcome(spec.study, strategy.planned_runs(), ran, runs_per_wave, strategy.name)
+    return Outcome(spec.study, strategy.planned_runs(), ran, runs_per_wave, strategy.name, stop)
+
+
+def _stop_reason(strategy, runs: list[dict]) -> str:
+    """Why no wave follows: the strategy's own reason, else its budget, else what its mode means by done."""
+    if strategy.stop_reason:
+        return strategy.stop_reason
+    if strategy.adaptive and (budget := strategy.budget_stop(runs)):
+        return budget
+    return _DONE.get(strategy.name, f"the {strategy.name} strategy proposes no further wave")
 
 
 def has_work(spec: Spec, store: Store) -> bool:

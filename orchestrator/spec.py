@@ -61,7 +61,18 @@ class Strategy(_Frozen):
     )
     max_waves: StrictInt | None = Field(None, gt=0, description="grid: refuse a plan with more waves; waves: stop "
                                                                "after this many (default 6).")
-    max_runs: StrictInt | None = Field(None, gt=0, description="Refuse a plan that needs more runs than this.")
+    max_runs: StrictInt | None = Field(None, gt=0, description="Refuse a plan that needs more runs than this; "
+                                                              "adaptive modes stop before a wave that would pass it.")
+    max_gpu_hours: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Stop before a wave once the runs have used this many GPU-hours, or when the next wave would "
+                    "pass it (mean cost of a finished run x its runs); every mode. A run without a GPU counts its "
+                    "wall time (run-hours)."
+    )
+    patience: StrictInt = Field(
+        2, ge=1, description="waves: stop after this many waves that moved the region without improving the best "
+                             "cell mean by more than 2 x the noise SD."
+    )
     runs_per_wave: StrictInt | None = Field(
         None, gt=0, description="Cells per wave; default: the GPUs of the cluster (CPU slots when it has none)."
     )

@@ -165,3 +165,44 @@ def test_reader_refuses_a_missing_sqlite_file(tmp_path):
     with pytest.raises(StoreError, match="no store at .*nope.db: run a study first"):
         Store(f"sqlite:///{tmp_path / 'nope.db'}", writer=False)
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_a_stop_reason_is_stored_shown_and_cleared_by_a_new_wave(store):
+    spec, study_id, _, _ = start_study(store)
+    assert store.study_info(spec.study)["stop_reason"] is None and store.study_info("nope") is None
+    store.stop_study(study_id, "max_gpu_hours reached: 7.1 GPU-h used, max_gpu_hours 7")
+    info = store.study_info(spec.study)
+    assert info["stop_reason"] == "max_gpu_hours reached: 7.1 GPU-h used, max_gpu_hours 7"
+    assert info["stopped_at"].tzinfo is not None and info["name"] == spec.study
+    store.add_wave(study_id, Grid(spec).next_wave(store.known_keys(study_id), 4))  # the study goes on
+    assert store.study_info(spec.study)["stop_reason"] is None and store.study_info(spec.study)["stopped_at"] is None
+
+
+def test_upgrade_from_0002_adds_the_stop_reason_and_keeps_every_row(store_url):
+    from alembic import command
+
+    from orchestrator.store.engine import alembic_config, make_engine, upgrade
+
+    engine = make_engine(store_url)
+    command.upgrade(alembic_config(engine), "0002")  # a store made before studies recorded why they stopped
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (name, spec, fingerprint, created_at, updated_at) "
+                          "VALUES ('old', '{}', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO waves (study_id, number, design, reason, created_at) "
+                          "VALUES (1, 1, 'full_factorial', 'first wave', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO runs (study_id, wave_id, cell_key, params, seed, status, attempts, created_at, "
+                          "artifact_dir) VALUES (1, 1, 'k1', '{\"x\": 1}', 0, 'COMPLETE', 1, CURRENT_TIMESTAMP, '/a')"))
+        conn.execute(text("INSERT INTO run_metrics (run_id, name, value, kind) VALUES (1, 'loss', 0.5, 'finite')"))
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match="has schema 0002, this wavesweep needs 0003"):
+        Store(store_url)
+    upgrade(make_engine(store_url))
+    db = Store(store_url)
+    assert db.study_names() == ["old"]
+    assert db.study_info("old")["stop_reason"] is None
+    (run,) = db.runs("old")
+    assert (run["cell_key"], run["param.x"], run["metric.loss"], run["artifact_dir"]) == ("k1", 1, 0.5, "/a")
+    assert db.waves("old")[0]["reason"] == "first wave"
+    db.stop_study(1, "the waves strategy converged")
+    assert db.study_info("old")["stop_reason"] == "the waves strategy converged"
+    db.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from orchestrator.driver import run_study
@@ -83,3 +85,32 @@ def test_a_significant_categorical_is_fixed_at_its_better_level_and_numerics_mov
     assert "opt fixed at its better level b (significant)" in second.reason and "x up" in second.reason
     assert {c.levels["opt"] for c in second.cells} == {"b"}
     assert {c.levels["x"] for c in second.cells} == {0.5, 1.0}  # the upper half of the range
+
+
+def test_waves_reach_an_interior_optimum_through_a_central_composite_wave(sqlite_url, executor):
+    # loss = (x - 1.5)^2 + (y - 0.5)^2 (+ 0 z) over [0, 2] x [0, 2] x [0, 1]: the first wave's main effects halve the
+    # windows onto [1, 2] x [0, 1], whose center is the optimum. There curvature without main effects calls for a
+    # central composite wave, and its second-order fit puts the optimum at (1.5, 0.5).
+    study = spec("ccd", {"x*x": 1.0, "x": -3.0, "y*y": 1.0, "y": -1.0, "z": 0.0},
+                 {"x": {"levels": [0.0, 2.0]}, "y": {"levels": [0.0, 2.0]}, "z": {"levels": [0.0, 1.0]}},
+                 runs_per_wave=10)
+    study["fixed"]["intercept"] = 2.5
+    store = Store(sqlite_url)
+    outcome = run_study(parse_spec(study), store, executor)
+    waves, runs = store.waves("ccd"), store.runs("ccd")
+    designs = [w["design"] for w in waves]
+    assert "central_composite" in designs
+    ccd = designs.index("central_composite") + 1
+    assert waves[ccd - 1]["reason"].startswith("curvature (")
+    # Axial points on the faces of the window, so inside the spec's box.
+    assert all(0 <= r["param.x"] <= 2 and 0 <= r["param.y"] <= 2 and 0 <= r["param.z"] <= 1 for r in runs)
+    fitted = waves[ccd]["reason"]
+    assert fitted.startswith("response surface from the central composite") and "fitted minimum at x=" in fitted
+    at = dict(re.findall(r"(\w)=([-\d.e+]+)", fitted.split("fitted minimum at ")[1].split(" (predicted")[0]))
+    # Stated tolerance: the fitted optimum within 0.05 of (1.5, 0.5) in each factor, and the best run found within
+    # 0.05 of it too with a loss under 0.05 (noise SD 0.02).
+    assert abs(float(at["x"]) - 1.5) <= 0.05 and abs(float(at["y"]) - 0.5) <= 0.05
+    best = min((r for r in runs if r["status"] == "COMPLETE"), key=lambda r: r["metric.loss"])
+    assert abs(best["param.x"] - 1.5) <= 0.05 and abs(best["param.y"] - 0.5) <= 0.05 and best["metric.loss"] < 0.05
+    # The reason to stop is stored with the study.
+    assert outcome.stop_reason and store.study_info("ccd")["stop_reason"] == outcome.stop_reason

@@ -2,6 +2,8 @@
 
 from orchestrator.designs.base import Design, DesignError
 from orchestrator.designs.center_points import center_points
+from orchestrator.designs.central_composite import CentralComposite, axial_points, face_centred_ccd
+from orchestrator.designs.definitive_screening import DefinitiveScreening, conference_matrix, definitive_screening
 from orchestrator.designs.fold_over import FoldOver, fold_over
 from orchestrator.designs.fractional_factorial import (
     Fraction,
@@ -14,7 +16,9 @@ from orchestrator.designs.full_factorial import FullFactorial
 from orchestrator.designs.regular import RegularDesign
 from orchestrator.designs.replicates import replicates
 
-# The designs a study can start from, by name. FoldOver is left out: it augments a fraction already chosen.
+# The designs a study can start from, by name, over any factors. FoldOver is left out: it augments a fraction
+# already chosen. So are CentralComposite and DefinitiveScreening: they need numeric factors with a center, and the
+# waves strategy runs them on a region it has screened (the corners already run).
 DESIGNS: dict[str, type[Design]] = {d.name: d for d in (FullFactorial, FractionalFactorial)}
 
 
@@ -26,7 +30,8 @@ def create_design(name: str, **options) -> Design:
 
 
 __all__ = [
-    "DESIGNS", "Design", "DesignError", "FoldOver", "Fraction", "FractionalFactorial", "FullFactorial",
-    "RegularDesign", "center_points", "choose_fraction", "create_design", "fold_over", "fraction_at_resolution",
-    "fractions", "replicates",
+    "DESIGNS", "CentralComposite", "DefinitiveScreening", "Design", "DesignError", "FoldOver", "Fraction",
+    "FractionalFactorial", "FullFactorial", "RegularDesign", "axial_points", "center_points", "choose_fraction",
+    "conference_matrix", "create_design", "definitive_screening", "face_centred_ccd", "fold_over",
+    "fraction_at_resolution", "fractions", "replicates",
 ]

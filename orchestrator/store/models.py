@@ -62,6 +62,9 @@ class StudyModel(Base):
     fingerprint: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Why the driver stopped proposing waves (the strategy's reason, or the budget); NULL while the study goes on.
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     waves: Mapped[list[WaveModel]] = relationship(back_populates="study", order_by="WaveModel.number")
 

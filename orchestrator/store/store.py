@@ -99,7 +99,15 @@ class Store:
             s.flush()
             s.add_all(RunModel(study_id=study_id, wave_id=wave.id, cell_key=c.key, params=c.levels, seed=c.seed,
                                status=RunStatus.PENDING) for c in plan.cells)
+            # A study that gets a new wave goes on: an earlier stop (e.g. a budget since raised) no longer holds.
+            s.execute(update(StudyModel).where(StudyModel.id == study_id).values(stop_reason=None, stopped_at=None))
             return number
+
+    def stop_study(self, study_id: int, reason: str) -> None:
+        """Record why the study stopped: the strategy proposes no wave, or the budget forbids the next one."""
+        with self.session() as s:
+            s.execute(update(StudyModel).where(StudyModel.id == study_id)
+                      .values(stop_reason=reason, stopped_at=utcnow()))
 
     def unfinished_waves(self, study_id: int) -> list[tuple[int, list[Cell]]]:
         """(wave number, cells to run) for every wave holding cells that are not finished, oldest first."""
@@ -176,6 +184,15 @@ class Store:
     def study_spec(self, name: str) -> dict[str, Any] | None:
         with self.session() as s:
             return s.scalar(select(StudyModel.spec).where(StudyModel.name == name))
+
+    def study_info(self, name: str) -> dict[str, Any] | None:
+        """The study's record without its runs: name, created_at, updated_at, and stop_reason and stopped_at (None
+        while it goes on or was never stopped); None for an unknown study."""
+        with self.session() as s:
+            row = s.execute(select(StudyModel.name, StudyModel.created_at, StudyModel.updated_at,
+                                   StudyModel.stop_reason, StudyModel.stopped_at)
+                            .where(StudyModel.name == name)).first()
+        return row._asdict() if row is not None else None
 
     def waves(self, study: str) -> list[dict[str, Any]]:
         with self.session() as s:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,19 +17,41 @@ class WavePlan:
     reason: str  # why this wave, in words; stored and shown by `wavesweep status`
 
 
+def run_cost_s(run: dict) -> float | None:
+    """What a run cost, in seconds of the budget's unit: its GPU-seconds (``metric.gpu_s``, wall time x GPUs, set
+    by the worker), or its wall time when it held no GPU (a CPU-only study counts run-hours). None when the run has
+    not reported either (not finished, or its worker died before it could)."""
+    for key in ("metric.gpu_s", "metric.wall_s", "wall_s"):
+        value = run.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or key != "metric.gpu_s"):
+            return float(value)
+    return None
+
+
+def spent_hours(runs: list[dict]) -> tuple[float, float | None]:
+    """(GPU-hours the runs used, mean GPU-hours of a run that reported its cost, None when none did)."""
+    costs = [c for c in map(run_cost_s, runs) if c is not None]
+    return sum(costs) / 3600, (sum(costs) / len(costs) / 3600 if costs else None)
+
+
 class Strategy(ABC):
     """Proposes waves; never runs them.
 
     Call order: the driver calls ``next_wave(known_keys, runs_per_wave, runs)`` with the cell keys the store already
     holds for the study and its run records (``Store.runs``), runs the returned wave, and calls again until it
-    returns ``None``. Strategies keep no state between calls that the store does not hold, so a resumed study gets
-    the same answers. An ``adaptive`` strategy's later waves depend on results, so a plan can show only its first.
+    returns ``None``. When it returns ``None`` a strategy may say why in ``stop_reason`` (set by that call; the
+    driver stores it with the study). Strategies keep no other state between calls that the store does not hold,
+    so a resumed study gets the same answers. An ``adaptive`` strategy's later waves depend on results, so a plan
+    can show only its first.
     """
 
     adaptive = False
+    name = "strategy"
 
     def __init__(self, spec: Spec):
         self.spec = spec
+        self.stop_reason: str | None = None  # why the latest next_wave returned None, when it knows
+        self.max_waves: int | None = spec.strategy.max_waves
 
     @abstractmethod
     def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None: ...
@@ -39,3 +62,29 @@ class Strategy(ABC):
     @abstractmethod
     def planned_runs(self) -> int:
         """Runs the whole plan needs (for budgets and progress)."""
+
+    def budget_stop(self, runs: list[dict], cells: list[Cell] | None = None) -> str | None:
+        """Why the study must stop here for its budget, or None. Without ``cells``: whether another wave may
+        start at all (``max_waves``, ``max_runs``, ``max_gpu_hours`` already reached); with the ``cells`` of a
+        proposed wave: whether that wave fits what is left. The GPU-hours of the next wave are predicted as the
+        mean cost of the runs that reported one x its runs; before any run has, the wave runs."""
+        limits = self.spec.strategy
+        waves = len({r["wave"] for r in runs})
+        spent, per_run = spent_hours(runs)
+        if cells is None:
+            if self.max_waves is not None and waves >= self.max_waves:
+                return f"max_waves reached: {waves} waves run, max_waves {self.max_waves}"
+            if limits.max_runs is not None and len(runs) >= limits.max_runs:
+                return f"max_runs reached: {len(runs)} runs recorded, max_runs {limits.max_runs}"
+            if limits.max_gpu_hours is not None and spent >= limits.max_gpu_hours:
+                return f"GPU-hours budget spent: {spent:.3g} GPU-h used, max_gpu_hours {limits.max_gpu_hours:g}"
+            return None
+        if limits.max_runs is not None and len(runs) + len(cells) > limits.max_runs:
+            return (f"the next wave would need {len(cells)} runs, {max(0, limits.max_runs - len(runs))} left of "
+                    f"max_runs {limits.max_runs}")
+        if limits.max_gpu_hours is not None and per_run is not None:
+            need, left = per_run * len(cells), limits.max_gpu_hours - spent
+            if need > left:
+                return (f"the next wave would need ~{need:.3g} GPU-h ({len(cells)} runs at {per_run:.3g} GPU-h "
+                        f"each), {max(0.0, left):.3g} left of max_gpu_hours {limits.max_gpu_hours:g}")
+        return None

@@ -2,45 +2,63 @@
 
 The search lives in a box: each numeric factor's range is [min, max] of the levels in the spec (never left: a
 learning rate or a warmup ratio has limits the spec knows and we do not); a categorical factor has two levels.
-A *region* is the current window of every active factor plus the values of the fixed ones. Each wave runs the
-smallest fraction of the region that keeps main effects clear (`choose_fraction`), with center runs when every
-active factor is numeric, at every seed. After a wave, on its region's runs:
+A *region* is the current window of every active factor plus the values of the fixed ones. A region's first wave
+runs the smallest fraction of it that keeps main effects clear (`choose_fraction`), with center runs when every
+active factor is numeric, at every seed. After each wave, on the region's runs, the first rule that applies:
 
-1. a significant effect aliased with a two-factor interaction -> fold the fraction over (same region);
-2. otherwise, per factor: a significant main effect keeps the better half of a numeric window (steepest descent
+0. stop on the budget (`max_waves`, default 6; `max_runs`; `max_gpu_hours`: `Strategy.budget_stop`), or when the
+   last `patience` waves that moved the region did not improve the best cell mean by more than 2 x the noise SD;
+1. after a central composite or definitive screening wave: the response-surface step (`waves_surface.py`): fit
+   the second-order model, move curved factors to its optimum (or the best observed cell) and narrow them;
+2. a significant effect aliased with a two-factor interaction -> fold the fraction over (same region);
+3. a *borderline* term (adjusted p in [alpha, 2.5 alpha), and an estimate of at least 10% of half the range of
+   the region's cell means, on a main effect or on a two-factor interaction that alone would keep a factor open)
+   -> replicate the region's corner runs at new seeds, as many copies as `runs_needed` says would detect its
+   estimate (at least one, at most a wave), unless the last wave already was such a replicate (then decide with
+   what there is);
+4. significant curvature (center runs better than the corners, Montgomery's t-test) with 2+ numeric factors
+   without a significant main effect -> a face-centred central composite wave on the region (its axial points and
+   more center runs; the corners are run), or a definitive screening wave when there are 6+ factors and the
+   corners cannot carry the two-factor interactions or the axial points do not fit in a wave;
+5. otherwise, per factor: a significant main effect keeps the better half of a numeric window (steepest descent
    within the box, narrowing as it goes) or fixes a categorical at its better level; a factor with neither a
    significant main effect nor a part in a significant interaction is inert and is fixed at its better level;
-   a significant curvature (center runs better than the corners, Welch t-test) halves the windows of numeric
-   factors without a significant main effect around their centers;
-   with 1-2 residual degrees of freedom the two-way terms are pooled into the error (a main-effects fit);
-3. stop when nothing moves, when every numeric window is narrower than 1/8 of its range, or on the budget
-   (`max_waves`, default 6, and `max_runs`).
+   significant curvature halves the windows of numeric factors without a significant main effect around their
+   centers; with 1-2 residual degrees of freedom the two-way terms are pooled into the error;
+6. stop when nothing moves, or when every numeric window is narrower than 1/8 of its range.
 
-The strategy keeps no state: the region comes from the latest wave's cells in the store, so a resumed study
-takes the same decisions. Every wave's reason says what was decided and why.
+The strategy keeps no state: the region and the kind of the last wave come from the store's runs (a wave of
+points all run before is a replicate; one with axial points a central composite), so a resumed study takes the
+same decisions. Every wave's reason, and the reason to stop (``stop_reason``), says what was decided and why.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
-from orchestrator.analysis import FactorInfo, fit_effects
-from orchestrator.cells import Cell, make_cell
+from orchestrator.analysis import FactorInfo, fit_effects, runs_needed
+from orchestrator.designs.central_composite import axial_points
+from orchestrator.designs.definitive_screening import definitive_screening
+from orchestrator.designs.definitive_screening import runs_of as dsd_runs
 from orchestrator.designs.fold_over import fold_over
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.errors import SpecError, WavesweepError
 from orchestrator.strategies.base import Strategy, WavePlan
+from orchestrator.strategies.waves_region import Regions
+from orchestrator.strategies.waves_rules import borderline_terms, describe_term, patience_stop, smallest_effect
+from orchestrator.strategies.waves_surface import surface_step
 
 DEFAULT_MAX_WAVES = 6
 CENTER_RUNS = 2
-CONVERGED_WIDTH = 1 / 8  # of a numeric factor's range
+ALPHA = 0.05
+DSD_MIN_FACTORS = 6
 
 
-class Waves(Strategy):
+class Waves(Regions, Strategy):
     name = "waves"
     adaptive = True
 
@@ -48,8 +66,8 @@ class Waves(Strategy):
         super().__init__(spec)
         for name, factor in spec.factors.items():
             if factor.kind == "categorical" and len(factor.levels) != 2:
-                raise SpecError([(f"factors.{name}.levels", "mode waves needs two levels for a categorical factor "
-                                  "(or mode grid for more)", list(factor.levels))])
+                raise SpecError([(f"factors.{name}.levels", ("mode waves needs two levels for a categorical factor "
+                                                             "(or mode grid for more)"), list(factor.levels))])
         self.box = {n: (min(f.levels), max(f.levels)) if f.kind == "numeric" else tuple(f.levels)
                     for n, f in spec.factors.items()}
         self.integer = {n: all(isinstance(v, int) for v in f.levels) for n, f in spec.factors.items()}
@@ -66,33 +84,53 @@ class Waves(Strategy):
             raise SpecError([("strategy.runs_per_wave", f"mode waves: {exc}", runs_per_wave)]) from None
 
     def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None:
+        self.stop_reason = None
         runs = list(runs)
         if not runs:
             plan = self._wave(dict(self.box), runs_per_wave, "first wave over the whole box")
         else:
-            waves = sorted({r["wave"] for r in runs})
-            if len(waves) >= self.max_waves:
-                return None
-            if self.spec.strategy.max_runs is not None and len(runs) >= self.spec.strategy.max_runs:
-                return None
-            region = self._region([r for r in runs if r["wave"] == waves[-1]])
-            plan = self._decide(region, [r for r in runs if self._inside(r, region)], known_keys, runs_per_wave)
-        if plan is None:
-            return None
+            plan = (self.budget_stop(runs) or self._patience(runs)
+                    or self._after(runs, set(known_keys), runs_per_wave))
+        if plan is None or isinstance(plan, str):
+            return self._stop(plan or "no factor is left open")
         # A region already run (reached again by another path) adds nothing: never record a cell twice.
         cells = [c for c in plan.cells if c.key not in known_keys]
-        return WavePlan(cells, plan.design, plan.reason) if cells else None
+        if not cells:
+            return self._stop(f"the next wave would only repeat recorded runs ({plan.reason})")
+        if why := self.budget_stop(runs, cells):
+            return self._stop(f"{why} (it would have been: {plan.reason})")
+        return WavePlan(cells, plan.design, plan.reason)
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    def _patience(self, runs: list[dict]) -> str | None:
+        return patience_stop(runs, self.spec.response.metric, self.spec.response.goal, list(self.spec.factors),
+                             self.spec.strategy.patience, self._region)
 
     # --- the decision ----------------------------------------------------------------------------------------------
 
-    def _decide(self, region: dict, runs: list[dict], known: set[str], runs_per_wave: int) -> WavePlan | None:
+    def _after(self, runs: list[dict], known: set[str], runs_per_wave: int) -> WavePlan | str | None:
+        """The wave after the latest one, from the runs of its region."""
+        last = max(r["wave"] for r in runs)
+        latest = [r for r in runs if r["wave"] == last]
+        region = self._region(latest)
         active = [n for n, v in region.items() if isinstance(v, tuple)]
         if not active:
-            return None
+            return "every factor is fixed: nothing left to search"
+        inside = [r for r in runs if self._inside(r, region)]
+        earlier = {self._point(r) for r in runs if r["wave"] != last}
+        kind = self._kind(latest, region, active, earlier)
+        if kind in ("central_composite", "definitive_screening"):
+            return surface_step(self, region, inside, active, kind, runs_per_wave)
+        return self._decide(region, inside, active, kind, known, runs_per_wave)
+
+    def _decide(self, region: dict, runs: list[dict], active: list[str], kind: str, known: set[str],
+                runs_per_wave: int) -> WavePlan | str | None:
         corners = [r for r in runs if all(self._at_corner(r, n, region[n]) for n in active)]
         fit = self._fit(corners, region, active)
         if fit is None:
-            return None  # no finished run in the region to learn from
+            return "no finished run at the corners of the region to fit effects on"
         significant = {t.term: t for t in fit.terms if t.significant}
 
         aliased = {t: s.aliased_with for t, s in significant.items() if any(":" in a for a in s.aliased_with)}
@@ -101,9 +139,20 @@ class Waves(Strategy):
             if fold is not None:
                 return fold
 
+        smallest = smallest_effect(runs, self.spec.response.metric, list(self.spec.factors))
+        if kind != "replicates" and (borderline := borderline_terms(fit, ALPHA, smallest)):
+            plan = self._replicate_wave(region, active, corners, fit, borderline, known, runs_per_wave)
+            if plan is not None:
+                return plan
+
         better_high = {n: self._better_high(significant[n].estimate) for n in active if n in significant}
         in_interaction = {n for t in significant if ":" in t for n in t.split(":")}
-        curved = self._curvature(runs, corners, fit, region, active)
+        curved, curvature = self._curvature(runs, corners, fit, region, active)
+        flat = [n for n in active if self.spec.factors[n].kind == "numeric" and n not in better_high]
+        if curved and len(flat) >= 2:
+            plan = self._surface_wave(region, active, corners, known, runs_per_wave, curvature)
+            if plan is not None:
+                return plan
         new, why = dict(region), []
         for name in active:
             low, high = region[name]
@@ -121,8 +170,12 @@ class Waves(Strategy):
                 new[name] = self._best_level(corners, name, region[name])
                 why.append(f"{name} inert, fixed at {new[name]}")
         new = {n: (v[0] if isinstance(v, tuple) and v[0] == v[1] else v) for n, v in new.items()}
-        if new == region or self._converged(new):
-            return None
+        if new == region:
+            open_terms = ", ".join(t for t in significant if ":" in t) or "none"
+            return (f"nothing moves: no significant main effect or curvature in the region, and every open factor "
+                    f"is in a significant interaction ({open_terms})")
+        if self._converged(new):
+            return f"converged: {'; '.join(why)}; every numeric window is below 1/8 of its range"
         return self._wave(new, runs_per_wave, "; ".join(why) or "move")
 
     def _fit(self, corners: list[dict], region: dict, active: list[str]):
@@ -135,12 +188,12 @@ class Waves(Strategy):
         infos = {n: FactorInfo(tuple(region[n]), self.spec.factors[n].scale, self.spec.factors[n].kind)
                  for n in active}
         try:
-            fit = fit_effects(frame, infos, metric, adjust="holm")
+            fit = fit_effects(frame, infos, metric, alpha=ALPHA, adjust="holm")
             # With 1-2 residual df the noise estimate is too unreliable to test anything (a small residual by
             # chance makes every term "significant"): pool the two-way terms into the error instead. With none,
             # the fit already uses Lenth's method, made for saturated two-level designs.
             if 0 < fit.df_resid < 3:
-                fit = fit_effects(frame, infos, metric, adjust="holm", max_order=1)
+                fit = fit_effects(frame, infos, metric, alpha=ALPHA, adjust="holm", max_order=1)
             return fit
         except ValueError:
             return None
@@ -160,7 +213,71 @@ class Waves(Strategy):
         what = "; ".join(f"{t} is aliased with {', '.join(a)}" for t, a in aliased.items())
         return WavePlan([c for c in cells if c.key not in known], "fold_over", f"fold-over to de-alias: {what}")
 
-    # --- regions and cells ----------------------------------------------------------------------------------------
+    def _replicate_wave(self, region, active, corners, fit, borderline, known, runs_per_wave) -> WavePlan | None:
+        """The region's corner points again at new seeds, sized by the power to detect the borderline estimate."""
+        points = list(dict.fromkeys(self._point(r) for r in corners))
+        if not points:
+            return None
+        names = list(self.spec.factors)
+        term = borderline[0]
+        try:
+            # Holm's first step tests at alpha / m: the bar the term must clear.
+            needed = runs_needed(term.estimate, fit.sigma, len(fit.terms) + 1, alpha=ALPHA / len(fit.terms))
+        except ValueError:
+            needed = None
+        room = runs_per_wave // len(points)
+        if room >= 1:
+            copies = min(room, max(1, math.ceil(((needed or 0) - fit.n_used) / len(points))))
+            chosen = [dict(zip(names, p)) for p in points] * copies
+        else:  # more corner points than a wave holds: a balanced fraction of them
+            try:
+                fraction = choose_fraction(len(active), runs_per_wave)
+            except WavesweepError:
+                return None
+            chosen = [self._decode_row(region, active, row) for row in fraction.coded_matrix()]
+        taken = set(known)
+        cells = [self._fresh_cell(self._ordered(p), taken) for p in chosen]
+        sizing = (f"{needed} runs in all would detect {abs(term.estimate):.3g} with 80% power"
+                  if needed is not None else "no power estimate (no noise estimate)")
+        others = f" (also borderline: {', '.join(t.term for t in borderline[1:])})" if len(borderline) > 1 else ""
+        return WavePlan(cells, "replicates",
+                        f"replicate before deciding: {describe_term(term, ALPHA)}{others}; {len(cells)} runs: the "
+                        f"{len(points) if room >= 1 else len(cells)} corner points again at new seeds ({sizing}, "
+                        f"{fit.n_used} so far)")
+
+    def _surface_wave(self, region, active, corners, known, runs_per_wave, curvature: str) -> WavePlan | None:
+        """A central composite (axial points + centers) or a definitive screening wave on the region."""
+        if any(self.spec.factors[n].kind != "numeric" for n in active):
+            return None
+        k = len(active)
+        if not all(region[n][0] < self._center(n, *region[n]) < region[n][1] for n in active):
+            return None  # an integer window without an integer inside has no three levels
+        per_seed = runs_per_wave // len(self.spec.run_seeds)
+        coded = np.array([[1 if r[f"param.{n}"] == region[n][1] else -1 for n in active] for r in corners])
+        two_way = [coded[:, i] * coded[:, j] for i in range(k) for j in range(i + 1, k)]
+        model = np.column_stack([np.ones(len(coded)), coded, *two_way]) if len(coded) else np.zeros((0, 1))
+        resolution_v = len(coded) > 0 and np.linalg.matrix_rank(model) == model.shape[1]
+        taken = set(known)
+        if resolution_v and 2 * k <= per_seed:
+            centers = min(CENTER_RUNS, per_seed - 2 * k)
+            points = [self._decode_row(region, active, row) for row in axial_points(k)]
+            cells = [self._fresh_cell(self._ordered(p), taken) for _ in self.spec.run_seeds for p in points]
+            center = self._decode_row(region, active, [0] * k)
+            cells += [self._fresh_cell(self._ordered(center), taken) for _ in range(centers * len(self.spec.run_seeds))]
+            design, what = "central_composite", (f"face-centred central composite over {', '.join(active)}: "
+                                                 f"{2 * k} axial points + {centers} center runs (the corners are run)")
+        elif k >= DSD_MIN_FACTORS and dsd_runs(k) <= per_seed:
+            points = [self._decode_row(region, active, row) for row in definitive_screening(k)]
+            cells = [self._fresh_cell(self._ordered(p), taken) for _ in self.spec.run_seeds for p in points]
+            design, what = "definitive_screening", (f"definitive screening over {', '.join(active)}: {dsd_runs(k)} "
+                                                    "runs (a central composite would need more than a wave)")
+        else:
+            return None
+        if all(c.key in known for c in cells):
+            return None
+        return WavePlan(cells, design, f"curvature ({curvature}): {what}")
+
+    # --- waves ---------------------------------------------------------------------------------------------------
 
     def _wave(self, region: dict, runs_per_wave: int, reason: str) -> WavePlan | None:
         active = [n for n, v in region.items() if isinstance(v, tuple)]
@@ -178,75 +295,7 @@ class Waves(Strategy):
         extra = (f" x {copies} seeds" if copies > 1 else "") + (f" + {centers} center runs" if centers else "")
         return WavePlan(cells, design, f"{reason}: {fraction}{extra} over {', '.join(active)}")
 
-    def _cells(self, region, active, coded, *, copies: int = 1, centers: int = 0) -> list[Cell]:
-        points = [{**self._fixed(region), **{n: region[n][int(x > 0)] for n, x in zip(active, row)}}
-                  for row in coded]
-        # Repeated points need seeds of their own, or they would share one cell key: the spec's seeds first, then
-        # fresh ones above them.
-        fresh = iter(range(max(self.spec.run_seeds) + 1, 1 << 30))
-        seeds = list(self.spec.run_seeds) + [next(fresh) for _ in range((copies - 1) * len(self.spec.run_seeds))]
-        cells = [make_cell(self.spec.study, self._ordered(p), seed) for seed in seeds for p in points]
-        if centers:
-            center = {**self._fixed(region), **{n: self._center(n, *region[n]) for n in active}}
-            cells += [make_cell(self.spec.study, self._ordered(center), next(fresh))
-                      for _ in range(centers * len(self.spec.run_seeds))]
-        return cells
-
-    def _ordered(self, point: dict) -> dict:
-        return {n: point[n] for n in self.spec.factors}
-
-    @staticmethod
-    def _fixed(region: dict) -> dict:
-        return {n: v for n, v in region.items() if not isinstance(v, tuple)}
-
-    def _region(self, wave_runs: list[dict]) -> dict:
-        region: dict[str, Any] = {}
-        for name in self.spec.factors:
-            values = sorted({r[f"param.{name}"] for r in wave_runs}, key=lambda v: (str(type(v)), v))
-            if len(values) == 1:
-                region[name] = values[0]
-            elif self.spec.factors[name].kind == "numeric":
-                region[name] = (values[0], values[-1])
-            else:
-                region[name] = tuple(values)
-        return region
-
-    def _inside(self, run: dict, region: dict) -> bool:
-        for name, value in region.items():
-            x = run[f"param.{name}"]
-            if isinstance(value, tuple):
-                if self.spec.factors[name].kind == "numeric" and not value[0] <= x <= value[1]:
-                    return False
-                if self.spec.factors[name].kind == "categorical" and x not in value:
-                    return False
-            elif x != value:
-                return False
-        return True
-
-    @staticmethod
-    def _at_corner(run: dict, name: str, window: tuple) -> bool:
-        return run[f"param.{name}"] in window
-
     # --- moves -----------------------------------------------------------------------------------------------------
-
-    def _better_high(self, estimate: float) -> bool:
-        return (estimate > 0) == (self.spec.response.goal == "maximize")
-
-    def _half(self, name: str, low, high, upper: bool):
-        center = self._center(name, low, high)
-        return (center, high) if upper else (low, center)
-
-    def _around_center(self, name: str, low, high):
-        """The middle half of the window."""
-        center = self._center(name, low, high)
-        return self._center(name, low, center), self._center(name, center, high)
-
-    def _center(self, name: str, low, high):
-        if self.spec.factors[name].scale == "log":
-            middle = math.sqrt(low * high)
-        else:
-            middle = (low + high) / 2
-        return round(middle) if self.integer[name] else middle
 
     def _best_level(self, corners: list[dict], name: str, window: tuple):
         metric = f"metric.{self.spec.response.metric}"
@@ -256,33 +305,29 @@ class Waves(Strategy):
         pick = max if self.spec.response.goal == "maximize" else min
         return pick(means, key=means.get) if means else window[0]
 
-    def _curvature(self, runs: list[dict], corners: list[dict], fit, region: dict, active: list[str]) -> bool:
+    def _curvature(self, runs: list[dict], corners: list[dict], fit, region: dict,
+                   active: list[str]) -> tuple[bool, str]:
         """Center runs better than the corners by more than noise: the optimum is inside the window.
 
         The textbook curvature test (Montgomery 6.8): (mean of corners - mean of centers) over
         sigma * sqrt(1/n_corners + 1/n_centers), with sigma and its degrees of freedom from the corner fit.
+        Returns whether it fires and the numbers, in words.
         """
         if any(self.spec.factors[n].kind != "numeric" for n in active):
-            return False  # no center runs: a categorical factor has no middle
+            return False, ""  # no center runs: a categorical factor has no middle
         metric = f"metric.{self.spec.response.metric}"
         middle = {n: self._center(n, *region[n]) for n in active}
         center = [r[metric] for r in runs if all(r[f"param.{n}"] == v for n, v in middle.items())
                   and r["status"] == "COMPLETE" and metric in r]
         corner = [r[metric] for r in corners if r["status"] == "COMPLETE" and metric in r]
         if not center or not corner or not fit.sigma > 0 or not fit.error_df >= 1:
-            return False
-        gap = sum(corner) / len(corner) - sum(center) / len(center)  # > 0: the center is lower
+            return False, ""
+        center_mean, corner_mean = sum(center) / len(center), sum(corner) / len(corner)
+        gap = corner_mean - center_mean  # > 0: the center is lower
         if self.spec.response.goal == "maximize":
             gap = -gap
         t = gap / (fit.sigma * math.sqrt(1 / len(corner) + 1 / len(center)))
-        return t > 0 and stats.t.sf(t, fit.error_df) * 2 < 0.05
+        p = stats.t.sf(t, fit.error_df) * 2
+        return t > 0 and p < ALPHA, (f"{len(center)} center runs {center_mean:.4g} vs corners {corner_mean:.4g}, "
+                                     f"t {t:.3g}, p {p:.2g}")
 
-    def _converged(self, region: dict) -> bool:
-        active = [n for n, v in region.items() if isinstance(v, tuple)]
-        numeric = [n for n in active if self.spec.factors[n].kind == "numeric"]
-        if len(numeric) < len(active):
-            return False  # a categorical factor is still open
-        return all(self._width(n, *region[n]) < CONVERGED_WIDTH * self._width(n, *self.box[n]) for n in numeric)
-
-    def _width(self, name: str, low, high) -> float:
-        return math.log(high / low) if self.spec.factors[name].scale == "log" else high - low

@@ -1,0 +1,134 @@
+"""Rules of the adaptive waves that need no region geometry: borderline terms, the noise yardstick, patience.
+
+Pure functions on fitted effects and run records, so they are tested on their own and replayed the same way on a
+resumed study.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from orchestrator.analysis import EffectsResult, TermEffect
+
+BORDERLINE = 2.5  # a term is borderline when alpha <= adjusted p < BORDERLINE x alpha ...
+INTEREST = 0.1  # ... and its estimate is at least this share of half the range of the region's cell means
+NOISE_MULTIPLE = 2.0  # patience: an improvement must beat this many noise SDs
+
+
+def factor_of(column: str) -> str:
+    """The factor a coded column part belongs to: ``lr`` for ``lr``, ``lr^2`` and ``opt[sgd]`` -> ``opt``."""
+    return column.split("[", 1)[0].removesuffix("^2")
+
+
+def term_factors(term: str) -> list[str]:
+    return [factor_of(part) for part in term.split(":")]
+
+
+def borderline_terms(fit: EffectsResult, alpha: float, smallest: float = 0.0) -> list[TermEffect]:
+    """Terms whose decision hinges on their confidence interval: not significant, but with an adjusted p-value in
+    [alpha, 2.5 alpha), so a few more runs could flip them, and an estimate of at least ``smallest`` (the smallest
+    effect of interest: see :func:`smallest_effect`). Only terms a decision depends on count: every main effect
+    (it decides between moving a factor and fixing it as inert), and a two-factor interaction when one of its
+    factors has no significant main effect and no other significant interaction (the interaction alone would keep
+    that factor open). Smallest p-value first."""
+    significant = [t for t in fit.terms if t.significant]
+    moving = {factor_of(t.term) for t in significant if t.kind == "main"}
+    out = []
+    for t in fit.terms:
+        if t.significant or not alpha <= t.p_adjusted < BORDERLINE * alpha or abs(t.estimate) < smallest:
+            continue  # a NaN p-value fails the band too
+        if t.kind == "main":
+            out.append(t)
+        elif t.kind == "interaction" and t.order == 2:
+            others = {f for s in significant if s.kind == "interaction" and s.term != t.term
+                      for f in term_factors(s.term)}
+            if any(f not in moving and f not in others for f in term_factors(t.term)):
+                out.append(t)
+    return sorted(out, key=lambda t: t.p_adjusted)
+
+
+def smallest_effect(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> float:
+    """The smallest effect worth more runs: 10% of half the range of the region's cell means (a coded effect is half
+    a change, so half the range is the largest effect the region shows). An estimate below it would not change
+    where the search goes even if it were real."""
+    means = [m for m, _ in cell_means(runs, metric, factors).values()]
+    return INTEREST * (max(means) - min(means)) / 2 if means else 0.0
+
+
+def describe_term(t: TermEffect, alpha: float) -> str:
+    return (f"{t.term} {t.estimate:+.3g} ({100 * (1 - alpha):g}% CI [{t.ci_low:.3g}, {t.ci_high:.3g}], adjusted p "
+            f"{t.p_adjusted:.3g}, between alpha {alpha:g} and {BORDERLINE * alpha:g})")
+
+
+def _value(run: dict, key: str) -> float | None:
+    value = run.get(key)
+    if run.get("status") != "COMPLETE" or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def cell_means(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> dict[tuple, tuple[float, int]]:
+    """Mean response and count per point (factor levels, seeds pooled) over the COMPLETE runs."""
+    sums: dict[tuple, list[float]] = {}
+    for run in runs:
+        value = _value(run, f"metric.{metric}")
+        if value is not None:
+            sums.setdefault(tuple(run[f"param.{n}"] for n in factors), []).append(value)
+    return {point: (sum(v) / len(v), len(v)) for point, v in sums.items()}
+
+
+def noise_sd(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> float | None:
+    """Pooled SD of repeated runs of the same point (pure error: center runs, replicates), None without any."""
+    groups: dict[tuple, list[float]] = {}
+    for run in runs:
+        value = _value(run, f"metric.{metric}")
+        if value is not None:
+            groups.setdefault(tuple(run[f"param.{n}"] for n in factors), []).append(value)
+    ss = sum(sum((v - sum(vs) / len(vs)) ** 2 for v in vs) for vs in groups.values())
+    df = sum(len(vs) - 1 for vs in groups.values())
+    return math.sqrt(ss / df) if df > 0 else None
+
+
+def best_cell(runs: Sequence[dict], metric: str, goal: str, factors: Sequence[str]) -> tuple[tuple, float] | None:
+    means = cell_means(runs, metric, factors)
+    if not means:
+        return None
+    pick = min if goal == "minimize" else max
+    point = pick(means, key=lambda p: means[p][0])
+    return point, means[point][0]
+
+
+def patience_stop(runs: Sequence[dict], metric: str, goal: str, factors: Sequence[str], patience: int,
+                  region_of: Callable[[list[dict]], dict]) -> str | None:
+    """Stop when the last ``patience`` waves that moved the region did not improve the best cell mean by more than
+    2 x the noise SD (pooled over repeated points; without any, any improvement counts).
+
+    Waves are replayed in order. Wave 1 sets the reference; a later wave that beats it by the margin resets the
+    count (and becomes the reference); a wave that moved the region (its region differs from the previous wave's)
+    without doing so adds one; a wave on the same region (fold-over, replicates, response-surface runs) that does
+    not improve adds nothing: it was run to learn, not to move.
+    """
+    by_wave: dict[int, list[dict]] = {}
+    for run in runs:
+        by_wave.setdefault(run["wave"], []).append(run)
+    numbers = sorted(by_wave)
+    sd = noise_sd(runs, metric, factors)
+    margin = NOISE_MULTIPLE * (sd or 0.0)
+    sign = 1 if goal == "minimize" else -1
+    reference, since, quiet, previous, upto = None, None, 0, None, []
+    for number in numbers:
+        upto += by_wave[number]
+        best = best_cell(upto, metric, goal, factors)
+        region = region_of(by_wave[number])
+        if best is not None and (reference is None or sign * (reference[1] - best[1]) > margin):
+            reference, since, quiet = best, number, 0
+        elif previous is not None and region != previous:
+            quiet += 1
+        previous = region
+    if quiet < patience or reference is None:
+        return None
+    point = ", ".join(f"{n}={v}" for n, v in zip(factors, reference[0]))
+    noise = f"2 x noise SD {sd:.3g}" if sd is not None else "no replicated point to measure noise"
+    return (f"no improvement: the last {quiet} waves that moved did not beat the best cell mean {metric} "
+            f"{reference[1]:.4g} (wave {since}, {point}) by more than {margin:.3g} ({noise}); patience {patience}")
