@@ -446,3 +446,17 @@ def test_results_frame_and_json_records():
     whole = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert whole["method"] == "ols" and whole["excluded"]["DIVERGED"] == 4
     assert whole["not_estimable"]["lr^2"] == ["Intercept", "lr"] and whole["budget"][0]["category"] == "main"
+
+
+def test_too_few_residual_df_switches_to_lenth_when_asked():
+    # 2^3 full factorial + 1 replicate of one corner: mains + two-way interactions leave 2 residual df.
+    rows = [{"a": a, "b": b, "c": c} for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)] + [{"a": 1, "b": 1, "c": 1}]
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(rows).assign(y=lambda d: 2 * d.a - d.b + 0.5 * d.a * d.c + rng.normal(0, 0.1, len(d)))
+    infos = {n: FactorInfo((-1, 1)) for n in "abc"}
+    assert fit_effects(df, infos, "y").method == "ols"
+    fit = fit_effects(df, infos, "y", min_resid_df=3)
+    assert fit.method == "lenth" and fit.df_resid == 2
+    assert any("2 (fewer than 3) residual degrees of freedom" in n for n in fit.notes)
+    with pytest.raises(ValueError, match="min_resid_df must be >= 1; got 0"):
+        fit_effects(df, infos, "y", min_resid_df=0)

@@ -10,6 +10,7 @@ import re
 import zlib
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
 from orchestrator.analysis import FactorInfo, fit_effects
@@ -193,6 +194,37 @@ def test_six_factors_in_a_resolution_iv_fraction_get_a_definitive_screening_wave
     assert all(f"x{i} inert, fixed at" in step for i in range(2, 6))
     assert "fitted minimum at x0=" in step
     assert abs(numbers_after(step, "x0") - 0.5) < 0.02 and abs(numbers_after(step, "x1") - 0.5) < 0.02
+
+
+def test_a_saturated_wave_with_large_interactions_is_judged_by_lenth_not_stopped_on():
+    # The LLM fine-tuning surface's first wave: 2^(7-3) IV in 16 runs leaves 1 residual df, and its interactions
+    # are large. Pooling them into the error (the old rule) called every factor inert and stopped after one wave
+    # with regret 0.57; judged by Lenth's method, lr:batch_size is significant and aliased, so the fraction folds.
+    from experiments.surfaces import get_surface
+
+    surface = get_surface("llm_finetune")
+    study = surface.spec("llm", runs_per_wave=16)
+    study["response"]["metric"] = "loss"  # the name record() writes
+    strategy = create_strategy(parse_spec(study, check_experiment=False), 16)
+    plans, runs = simulate(strategy, 16, lambda lv, s: surface.sample(lv, s), max_waves=2)
+    assert plans[0].reason.startswith("first wave over the whole box: 2^(7-3) resolution IV")
+    assert plans[1].design == "fold_over" and "learning_rate:batch_size is aliased with" in plans[1].reason
+
+
+def test_nothing_significant_by_lenth_replicates_before_calling_factors_inert():
+    # Five equal main effects in the 8 runs of a 2^(5-2) III fraction: no residual df, and Lenth's pseudo SE
+    # (which assumes most effects are null) is inflated by them, so nothing is significant. That is no evidence of
+    # inert factors: replicate first.
+    names = [f"x{i}" for i in range(5)]
+    strategy = create_strategy(spec({n: {"levels": [-1, 1]} for n in names}))
+    plans, runs = simulate(strategy, 8, lambda lv, s: sum(lv.values()) + noise(lv, s, 0.1), max_waves=2)
+    frame = pd.DataFrame({**{n: [r[f"param.{n}"] for r in runs[:8]] for n in names},
+                          "loss": [r["metric.loss"] for r in runs[:8]]})
+    fit = fit_effects(frame, {n: FactorInfo((-1, 1)) for n in names}, "loss")
+    assert fit.method == "lenth" and not any(t.significant for t in fit.terms)
+    assert plans[1].design == "replicates"
+    assert "no term is significant by Lenth's pseudo standard error" in plans[1].reason
+    assert len(plans[1].cells) == 8 and {c.seed for c in plans[1].cells}.isdisjoint({c.seed for c in plans[0].cells})
 
 
 # --- stopping ------------------------------------------------------------------------------------------------------

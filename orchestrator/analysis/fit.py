@@ -34,6 +34,7 @@ def fit_effects(
     adjust: Literal["holm", "fdr_bh"] | None = "holm",
     max_order: int = 2,
     diverged_value: float | None = None,
+    min_resid_df: int = 1,
 ) -> EffectsResult:
     """Fit main effects and interactions of ``factors`` on ``response`` by OLS on the coded design.
 
@@ -52,7 +53,9 @@ def fit_effects(
     ``aliased_with``; the others appear only in ``not_estimable``.
 
     Uncertainty: with residual degrees of freedom, the usual OLS standard errors, t and p-values; with none (an
-    unreplicated saturated design) Lenth's pseudo standard error (``method="lenth"``). Intervals are per-term at
+    unreplicated saturated design), or fewer than ``min_resid_df``, Lenth's pseudo standard error
+    (``method="lenth"``): a noise SD from 1-2 residual df is so uncertain that a small residual by chance makes
+    every term "significant", while pooling the interactions into the error hides them when they are large. Intervals are per-term at
     level 1 - ``alpha``; p-values are adjusted over all terms by ``adjust`` (Holm, Benjamini-Hochberg or None) and
     ``significant`` means p_adjusted < alpha.
 
@@ -85,7 +88,9 @@ def fit_effects(
     df_resid = round(ols.df_resid)
     notes = [UNITS_NOTE, *selection.notes]
 
-    if df_resid > 0:
+    if min_resid_df < 1:
+        raise ValueError(f"min_resid_df must be >= 1; got {min_resid_df}")
+    if df_resid >= min_resid_df:
         method = "ols"
         table = _ols_table(ols, alpha).drop(INTERCEPT)
         sigma, error_df = float(np.sqrt(ols.scale)), float(df_resid)
@@ -93,7 +98,8 @@ def fit_effects(
         method = "lenth"
         unit_se = pd.Series(np.sqrt(np.diag(ols.normalized_cov_params)), index=matrix.columns).drop(INTERCEPT)
         table, sigma, error_df = lenth_inference(estimates, unit_se, alpha)
-        notes.append(f"no residual degrees of freedom: standard errors, p-values and intervals use Lenth's pseudo "
+        few = "no" if df_resid == 0 else f"{df_resid} (fewer than {min_resid_df})"
+        notes.append(f"{few} residual degrees of freedom: standard errors, p-values and intervals use Lenth's pseudo "
                      f"standard error of {len(estimates)} effects (t on {error_df:.3g} df), which assumes most "
                      "effects are null")
     if aliasing.dropped:

@@ -24,7 +24,8 @@ active factor is numeric, at every seed. After each wave, on the region's runs, 
    within the box, narrowing as it goes) or fixes a categorical at its better level; a factor with neither a
    significant main effect nor a part in a significant interaction is inert and is fixed at its better level;
    significant curvature halves the windows of numeric factors without a significant main effect around their
-   centers; with 1-2 residual degrees of freedom the two-way terms are pooled into the error;
+   centers; a fit with 1-2 residual degrees of freedom is judged by Lenth's method (as a saturated one);
+   nothing significant by Lenth's method -> replicate the corners once before calling any factor inert;
 6. stop when nothing moves, or when every numeric window is narrower than 1/8 of its range.
 
 The strategy keeps no state: the region and the kind of the last wave come from the store's runs (a wave of
@@ -153,6 +154,14 @@ class Waves(Regions, Strategy):
             plan = self._surface_wave(region, active, corners, known, runs_per_wave, curvature)
             if plan is not None:
                 return plan
+        if not curved and kind != "replicates" and not significant and fit.method == "lenth":
+            # Nothing significant by Lenth's pseudo standard error is weak evidence when many effects are active
+            # (it assumes most are not, and a large active majority inflates it): a saturated screening wave of an
+            # LLM loss surface ends here. Declaring every factor inert would stop the study on that; replicate the
+            # corners first, so the next decision has pure-error degrees of freedom.
+            plan = self._replicate_wave(region, active, corners, fit, [], known, runs_per_wave)
+            if plan is not None:
+                return plan
         new, why = dict(region), []
         for name in active:
             low, high = region[name]
@@ -188,13 +197,11 @@ class Waves(Regions, Strategy):
         infos = {n: FactorInfo(tuple(region[n]), self.spec.factors[n].scale, self.spec.factors[n].kind)
                  for n in active}
         try:
-            fit = fit_effects(frame, infos, metric, alpha=ALPHA, adjust="holm")
             # With 1-2 residual df the noise estimate is too unreliable to test anything (a small residual by
-            # chance makes every term "significant"): pool the two-way terms into the error instead. With none,
-            # the fit already uses Lenth's method, made for saturated two-level designs.
-            if 0 < fit.df_resid < 3:
-                fit = fit_effects(frame, infos, metric, alpha=ALPHA, adjust="holm", max_order=1)
-            return fit
+            # chance makes every term "significant"), and pooling the two-way terms into the error hides them when
+            # they are large (an LLM loss surface's first wave): judge such fits by Lenth's method, made for
+            # saturated two-level designs.
+            return fit_effects(frame, infos, metric, alpha=ALPHA, adjust="holm", min_resid_df=3)
         except ValueError:
             return None
 
@@ -219,7 +226,7 @@ class Waves(Regions, Strategy):
         if not points:
             return None
         names = list(self.spec.factors)
-        term = borderline[0]
+        term = borderline[0] if borderline else max(fit.terms, key=lambda t: abs(t.estimate))
         try:
             # Holm's first step tests at alpha / m: the bar the term must clear.
             needed = runs_needed(term.estimate, fit.sigma, len(fit.terms) + 1, alpha=ALPHA / len(fit.terms))
@@ -240,8 +247,13 @@ class Waves(Regions, Strategy):
         sizing = (f"{needed} runs in all would detect {abs(term.estimate):.3g} with 80% power"
                   if needed is not None else "no power estimate (no noise estimate)")
         others = f" (also borderline: {', '.join(t.term for t in borderline[1:])})" if len(borderline) > 1 else ""
+        if borderline:
+            why = f"replicate before deciding: {describe_term(term, ALPHA)}{others}"
+        else:
+            why = (f"replicate before deciding: no term is significant by Lenth's pseudo standard error (a saturated "
+                   f"wave, no residual df; the largest is {describe_term(term, ALPHA)}), too weak to call factors inert")
         return WavePlan(cells, "replicates",
-                        f"replicate before deciding: {describe_term(term, ALPHA)}{others}; {len(cells)} runs: the "
+                        f"{why}; {len(cells)} runs: the "
                         f"{len(points) if room >= 1 else len(cells)} corner points again at new seeds ({sizing}, "
                         f"{fit.n_used} so far)")
 
