@@ -69,6 +69,8 @@ def run(
         else:
             console.print(f"Nothing to run: the {outcome.mode} strategy proposes no new wave for study "
                           f"[bold]{spec.study}[/] in {db.display_url}.", highlight=False, soft_wrap=True)
+        if outcome.stop_reason:
+            console.print(f"Stopped: {outcome.stop_reason}", highlight=False, soft_wrap=True, markup=False)
         if outcome.mode == "greedy":
             _print_blind_spots(spec, db.runs(spec.study))
     _print_best(db.runs(spec.study), spec.response.metric, spec.response.goal)
@@ -137,17 +139,19 @@ def _history_minutes(study: str, store: str | None) -> float | None:
 @app.command()
 def status(study: Annotated[Optional[str], typer.Argument(help="A study; all studies when omitted.")] = None,
            store: StoreOpt = None) -> None:
-    """Runs by status, waves and the best cells of a study (or a line per study)."""
+    """Runs by status, waves (each with its reason), why the study stopped, and its best cells (or a line per
+    study)."""
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
     if study is None:
-        table = Table("study", "runs", "by status", "best", title=f"Studies in {db.display_url}")
+        table = Table("study", "runs", "by status", "best", "stopped because", title=f"Studies in {db.display_url}")
         for name in db.study_names():
             spec = db.study_spec(name) or {}
             counts = db.status_counts(name)
             best = _best_value(db.runs(name), spec["response"]["metric"], spec["response"]["goal"])
-            table.add_row(name, str(sum(counts.values())), _counts(counts), best)
+            stop = (db.study_info(name) or {}).get("stop_reason") or "-"
+            table.add_row(name, str(sum(counts.values())), _counts(counts), best, stop)
         console.print(table)
         return
     spec = _recorded_spec(db, study)
@@ -163,6 +167,10 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
         waves.add_row(str(wave["number"]), wave["reason"], str(sum(counts.values())),
                       _counts(counts), finished)
     console.print(waves)
+    info = db.study_info(study) or {}
+    if info.get("stop_reason"):
+        stopped = info["stopped_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if info.get("stopped_at") else "-"
+        console.print(f"Stopped ({stopped}): {info['stop_reason']}", highlight=False, soft_wrap=True, markup=False)
     failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
     for r in failed:
         console.print(f"[red]{r['status']}[/] run {r['run_id']} ({r['error_kind']}): {r['error_message']}",
@@ -200,60 +208,59 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
 
 @app.command()
 def analyze(
-    study: Annotated[Optional[str], typer.Argument(help="A study in the store (or use --csv).")] = None,
+    study: Annotated[Optional[str], typer.Argument(help="A study in the store (or --csv, or --optuna-storage).")] = None,
     store: StoreOpt = None,
     csv: Annotated[Optional[Path], typer.Option(help="Analyse runs from a CSV file instead (one row per run).")] = None,
-    response: Annotated[Optional[str], typer.Option(help="With --csv: the response column.")] = None,
+    optuna_storage: Annotated[Optional[str], typer.Option(
+        help="Analyse an Optuna study instead: its storage URL (with --optuna-study).")] = None,
+    optuna_study: Annotated[Optional[str], typer.Option(help="With --optuna-storage: the study name.")] = None,
+    response: Annotated[Optional[str], typer.Option(
+        help="With --csv: the response column. With Optuna: the objective's name or index (multi-objective).")] = None,
     factors: Annotated[Optional[str], typer.Option(help="With --csv: factor columns, comma-separated.")] = None,
     log: Annotated[str, typer.Option(help="With --csv: factors on a log scale, comma-separated.")] = "",
+    goal: Annotated[Optional[str], typer.Option(
+        help="With --csv: minimize or maximize the response (reparametrisation hints need it; default minimize).")] = None,
+    method: Annotated[str, typer.Option(
+        help="ols (designed runs: effects with CIs), fanova (undesigned runs: variance shares with bootstrap CIs "
+             "and permutation noise floors) or auto")] = "auto",
     format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
-    adjust: Annotated[str, typer.Option(help="p-value adjustment: holm, fdr_bh or none")] = "holm",
+    adjust: Annotated[str, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = "holm",
     alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="fanova: seed of the forests, bootstrap and permutations.")] = 0,
 ) -> None:
-    """Main effects and two-way interactions with 95% CIs, adjusted p-values, aliasing and a variance budget."""
-    import pandas as pd
+    """Effects and interactions with CIs (designed runs) or a variance decomposition (undesigned runs)."""
+    from orchestrator.analyze import analyze as run_analysis
+    from orchestrator.analyze import load_runs
 
-    from orchestrator.analysis import factor_infos, fit_effects, infer_factors
-    from orchestrator.report import print_effects, study_frame
+    runs = load_runs(study=study, store=store, csv=csv, response=response, factors=factors, log=log,
+                     optuna_storage=optuna_storage, optuna_study=optuna_study, goal=goal)
+    run_analysis(runs, method, fmt=format, adjust=adjust, alpha=alpha, seed=seed, console=console)
 
-    if format not in ("table", "json", "csv"):
-        raise WavesweepError(f"--format: must be table, json or csv; got {format!r}")
-    if adjust not in ("holm", "fdr_bh", "none"):
-        raise WavesweepError(f"--adjust: must be holm, fdr_bh or none; got {adjust!r}")
-    if (study is None) == (csv is None):
-        raise WavesweepError("give a STUDY or --csv FILE (with --response and --factors), not both")
-    if csv is not None:
-        if not response or not factors:
-            raise WavesweepError("--csv needs --response COL and --factors a,b,c")
-        if not csv.is_file():
-            raise WavesweepError(f"--csv: file not found: {csv}")
-        frame = pd.read_csv(csv)
-        names = [f.strip() for f in factors.split(",") if f.strip()]
-        missing = [c for c in [*names, response] if c not in frame.columns]
-        if missing:
-            raise WavesweepError(f"--csv: no column(s) {missing} in {csv}; columns: {list(frame.columns)}")
-        infos = infer_factors(frame, names, log=[f.strip() for f in log.split(",") if f.strip()])
-        metric, title = response, f"Effects on {response} ({csv.name})"
-    else:
-        from orchestrator.spec import parse_spec
-        from orchestrator.store import Store
 
-        db = Store(store, writer=False)
-        spec = parse_spec(_recorded_spec(db, study), check_experiment=False)
-        metric = spec.response.metric
-        infos = factor_infos(spec.factors)
-        frame = study_frame(db.runs(study), list(spec.factors), metric)
-        title = f"Effects on {metric} in study {study} ({spec.response.goal})"
-    try:
-        result = fit_effects(frame, infos, metric, alpha=alpha, adjust=None if adjust == "none" else adjust)
-    except ValueError as exc:
-        raise WavesweepError(f"cannot fit effects: {exc}") from None
-    if format == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
-    elif format == "csv":
-        sys.stdout.write(result.to_frame().to_csv(index=False))
-    else:
-        print_effects(console, result, title)
+@app.command()
+def dashboard(
+    store: StoreOpt = None,
+    address: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+) -> None:
+    """Serve the dashboard (Streamlit): studies, waves, runs, effects, interactions, decisions. Read-only; safe to
+    open while a study runs."""
+    import os
+
+    import dashboard as package
+    from orchestrator.store.engine import mask, resolve_url
+
+    url = resolve_url(store)
+    app_path = Path(package.__file__).parent / "app.py"
+    console.print(f"Dashboard of {mask(url)} at http://{address}:{port} (Ctrl-C stops it).", highlight=False,
+                  soft_wrap=True)
+    # The URL goes by environment, not argv: a password in it would show in every process list.
+    env = {**os.environ, "WAVESWEEP_STORE": url}
+    command = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", address,
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    sys.stdout.flush()
+    # Streamlit takes this process over: signals (Ctrl-C, a service manager's SIGTERM) reach the server itself.
+    os.execve(sys.executable, command, env)
 
 
 @db_app.command("upgrade")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from orchestrator.analysis import EffectsResult
+    from orchestrator.analysis import EffectsResult, FanovaResult
 
 
 def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> pd.DataFrame:
@@ -48,6 +48,36 @@ def print_effects(console: Console, result: EffectsResult, title: str) -> None:
     console.print(budget)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+
+
+def print_decomposition(console: Console, result: FanovaResult, title: str) -> None:
+    """Variance shares of mains and pairs, strongest first, with their intervals and verdicts."""
+    table = Table("term", "share of variance", "95% CI", "p", "floor", "verdict", title=title)
+    order = sorted(result.terms, key=lambda t: (t.kind != "main", -(t.share if t.share == t.share else -1)))
+    for term in order:
+        share = "-" if term.share != term.share else f"{100 * term.share:.1f}%"
+        ci = "-" if term.ci_low != term.ci_low else f"[{100 * term.ci_low:.1f}%, {100 * term.ci_high:.1f}%]"
+        style = "[bold green]" if term.verdict in ("effect", "interaction") else ""
+        table.add_row(term.term, share, ci, _p(term.p_value), f"{100 * term.floor:.1f}%",
+                      f"{style}{term.verdict}[/]" if style else term.verdict)
+    console.print(table)
+    console.print(f"Random-forest functional ANOVA ({result.n_trees} trees) of {result.n_used} of {result.n_runs} "
+                  f"runs; intervals from {result.n_bootstrap} bootstrap refits; floors: the largest share in "
+                  f"{result.n_permutations} permutations at level {1 - result.alpha:g} (mains: permuted response; "
+                  "pairs: permuted residuals of an additive fit). Under its floor a term is inconclusive, not absent. "
+                  f"Higher order and unidentifiable: {100 * result.rest_share:.1f}%.", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+
+
+def print_hints(console: Console, hints: list) -> None:
+    """Reparametrisation hints, without the long rationale (it is in the JSON output)."""
+    if not hints:
+        return
+    console.print("Reparametrisation hints", style="bold", highlight=False)
+    for hint in hints:
+        lines = [line for line in hint.describe().splitlines() if not line.startswith("  why: ")]
+        console.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
 
 
 def _p(value: float) -> str:

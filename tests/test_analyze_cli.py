@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import synthetic_spec, write_spec
@@ -67,7 +69,9 @@ def test_analyze_an_exported_csv_gives_the_same_estimates(study):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["analyze"], "give a STUDY or --csv FILE"),
+    (["analyze"], "give one source of runs: a STUDY in the store, --csv FILE"),
+    (["analyze", "effects", "--method", "magic"], "--method: must be one of auto, ols, fanova; got 'magic'"),
+    (["analyze", "--optuna-storage", "sqlite:///x.db"], "--optuna-storage needs --optuna-study NAME"),
     (["analyze", "--csv", "nope.csv", "--response", "y", "--factors", "a"], "--csv: file not found"),
     (["analyze", "effects", "--format", "xml"], "--format: must be table, json or csv; got 'xml'"),
 ])
@@ -75,6 +79,58 @@ def test_analyze_usage_errors(study, args, message):
     url, _ = study
     out = wavesweep(*args, "--store", url)
     assert out.returncode == 1 and message in out.stderr
+
+
+def test_analyze_an_optuna_study_by_variance_decomposition(tmp_path):
+    # Random search (undesigned, continuous) on y = 4 x1 x2 + x3 + noise, with a few pruned and failed trials.
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="rs", storage=url, sampler=optuna.samplers.RandomSampler(seed=0))
+    rng = np.random.default_rng(0)
+
+    def objective(trial):
+        x = [trial.suggest_float(f"x{i}", -1.0, 1.0) for i in range(1, 5)]
+        if trial.number in (5, 6):
+            raise optuna.TrialPruned()
+        return 4 * x[0] * x[1] + x[2] + rng.normal(0, 0.2)
+
+    study.optimize(objective, n_trials=82)
+    out = wavesweep("analyze", "--optuna-storage", url, "--optuna-study", "rs", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["method_used"] == "fanova" and result["n_used"] == 80 and result["excluded"] == {"PRUNED": 2}
+    verdicts = {t["term"]: t["verdict"] for t in result["terms"]}
+    assert verdicts["x1:x2"] == "interaction"
+    assert [t for t, v in verdicts.items() if v == "interaction"] == ["x1:x2"]
+    assert verdicts["x4"] == "inconclusive"
+    table = wavesweep("analyze", "--optuna-storage", url, "--optuna-study", "rs")
+    assert table.returncode == 0 and "Variance decomposition of value in Optuna study rs (minimize)" in table.stdout
+    assert "Under its floor a term is inconclusive, not absent" in table.stdout
+
+
+def test_analyze_a_csv_gives_a_checked_reparametrisation_hint(tmp_path):
+    # A 5 x 5 log grid where the best learning rate grows like sqrt(batch size), twice over (two seeds).
+    rows = []
+    rng = np.random.default_rng(1)
+    for lr in np.geomspace(1e-5, 1e-2, 5):
+        for batch in (8, 16, 32, 64, 128):
+            for _ in range(2):
+                loss = 1 + 0.05 * (np.log(lr / 3e-4) - 0.5 * np.log(batch / 32)) ** 2 + rng.normal(0, 0.01)
+                rows.append({"learning_rate": lr, "batch_size": batch, "loss": loss})
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    args = ["analyze", "--csv", str(path), "--response", "loss", "--factors", "learning_rate,batch_size",
+            "--log", "learning_rate,batch_size"]
+    out = wavesweep(*args, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["method_used"] == "ols"
+    (hint,) = result["hints"]
+    assert hint["status"] == "supported" and hint["coordinates"][0] == "learning_rate / sqrt(batch_size)"
+    table = wavesweep(*args)
+    assert "Reparametrisation hints" in table.stdout and "learning_rate x batch_size [supported]" in table.stdout
 
 
 def test_plan_of_the_demo_shows_waves_aliasing_and_cost(tmp_path):

@@ -64,6 +64,7 @@ def test_run_then_rerun_runs_nothing_then_export(tmp_path):
     first = wavesweep("run", str(spec_path), "--store", url)
     assert first.returncode == 0, first.stderr
     assert "Wave 3: 4 runs" in first.stdout and "Ran 12 runs (4 per wave, mode grid)" in first.stdout
+    assert "Stopped: every cell of the full factorial is recorded" in first.stdout
     # The surface is 1*x - 2*y + 0.5*x*y: lowest at x=1, y=0.5.
     assert "Best configuration: x=1, y=0.5" in first.stdout
     assert f"Results: {url}" in first.stdout

@@ -59,3 +59,15 @@ def test_the_cli_reports_what_greedy_cannot_estimate(tmp_path):
     assert "mode greedy" in out.stdout
     assert "cannot estimate these interactions: a:c, b:c." in out.stdout
     assert "The smallest extra design that would: 2 runs around the best point found:" in out.stdout
+
+    # `analyze` on a greedy path: too few runs for the variance decomposition of undesigned runs, so the coded
+    # fit, whose aliasing names what the path cannot separate, with a note that says so.
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    analysis = wavesweep("analyze", "climb", "--store", store, "--format", "json")
+    assert analysis.returncode == 0, analysis.stderr
+    import json
+
+    result = json.loads(analysis.stdout)
+    assert result["method_used"] == "ols"
+    assert any("too few for the variance decomposition" in n for n in result["notes"])
+    assert {"a:c[y]", "b:c[y]"} <= set(result["not_estimable"]) | {a for t in result["terms"] for a in t["aliased_with"]}

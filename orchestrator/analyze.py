@@ -1,0 +1,150 @@
+"""`wavesweep analyze`: pick the runs (a study, a CSV, an Optuna study), the method, and print the result.
+
+Two methods, because designed and undesigned runs need different tools:
+
+- ``ols``: effects with CIs from the coded design (:func:`orchestrator.analysis.fit_effects`), for factorial waves
+  and grids, plus reparametrisation hints for interactions the literature explains.
+- ``fanova``: a random-forest variance decomposition with bootstrap CIs and permutation noise floors
+  (:func:`orchestrator.analysis.decompose`), for points no design placed: greedy paths, Optuna or W&B searches.
+
+``auto`` takes ``fanova`` for a greedy study, and for external runs where a factor has more than
+:data:`DESIGNED_MAX_LEVELS` distinct values (a sampler's continuous draws); ``ols`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from orchestrator.errors import WavesweepError
+from orchestrator.sources import Runs, csv_runs, optuna_runs
+
+DESIGNED_MAX_LEVELS = 5  # a factorial design rarely has more levels per factor; a sampler's draws nearly all differ
+METHODS = ("auto", "ols", "fanova")
+
+
+def load_runs(*, study: str | None, store: str | None, csv: Path | None, response: str | None,
+              factors: str | None, log: str, optuna_storage: str | None, optuna_study: str | None,
+              goal: str | None = None) -> Runs:
+    sources = [name for name, given in (("STUDY", study), ("--csv", csv), ("--optuna-storage", optuna_storage))
+               if given is not None]
+    if len(sources) != 1:
+        raise WavesweepError("give one source of runs: a STUDY in the store, --csv FILE (with --response and "
+                             "--factors), or --optuna-storage URL --optuna-study NAME; got "
+                             + (", ".join(sources) or "none"))
+    if optuna_storage is not None:
+        if not optuna_study:
+            raise WavesweepError("--optuna-storage needs --optuna-study NAME")
+        return optuna_runs(optuna_storage, optuna_study, response)
+    if csv is not None:
+        if not response or not factors:
+            raise WavesweepError("--csv needs --response COL and --factors a,b,c")
+        if goal not in (None, "minimize", "maximize"):
+            raise WavesweepError(f"--goal: must be minimize or maximize; got {goal!r}")
+        return csv_runs(csv, response, _names(factors), _names(log), goal)
+    return _study_runs(study, store)
+
+
+def choose_method(method: str, runs: Runs) -> str:
+    if method not in METHODS:
+        raise WavesweepError(f"--method: must be one of {', '.join(METHODS)}; got {method!r}")
+    if method != "auto":
+        return method
+    if runs.designed is not None:
+        return "ols" if runs.designed else "fanova"
+    many = [n for n in runs.factors if runs.frame[n].nunique() > DESIGNED_MAX_LEVELS]
+    return "fanova" if many else "ols"
+
+
+def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, seed: int,
+            console: Console) -> None:
+    from orchestrator.analysis import decompose, fit_effects, reparam_hints
+    from orchestrator.report import print_decomposition, print_effects, print_hints
+
+    if fmt not in ("table", "json", "csv"):
+        raise WavesweepError(f"--format: must be table, json or csv; got {fmt!r}")
+    if adjust not in ("holm", "fdr_bh", "none"):
+        raise WavesweepError(f"--adjust: must be holm, fdr_bh or none; got {adjust!r}")
+    if not 0 < alpha < 1:
+        raise WavesweepError(f"--alpha: must be between 0 and 1; got {alpha}")
+    asked, method = method, choose_method(method, runs)
+    title = f"{runs.response} in {runs.source}" + (f" ({runs.goal})" if runs.goal else "")
+    fallback = None
+    if asked == "auto" and method == "fanova" and (few := _too_few_for_fanova(runs)):
+        # A short greedy path: a forest on a handful of runs says nothing. The coded fit still shows, through
+        # its aliasing, which interactions the runs cannot separate.
+        method, fallback = "ols", few
+    try:
+        if method == "ols":
+            result = fit_effects(runs.frame, runs.factors, runs.response, alpha=alpha,
+                                 adjust=None if adjust == "none" else adjust)
+            # A CSV says nothing of the goal: hints then assume a loss (minimize), as they say.
+            hints = reparam_hints(result, runs.factors, runs.frame, fixed=runs.fixed, goal=runs.goal or "minimize")
+        else:
+            result = decompose(runs.frame, runs.factors, runs.response, alpha=alpha, seed=seed)
+            hints = []
+    except ValueError as exc:
+        raise WavesweepError(f"cannot analyse {runs.source} by {method}: {exc}") from None
+    if runs.notes or fallback:
+        result = replace(result, notes=(*runs.notes, *([fallback] if fallback else []), *result.notes))
+
+    if fmt == "json":
+        out: dict[str, Any] = result.to_dict()
+        out["method_used"] = method
+        if method == "ols":
+            out["hints"] = [h.to_dict() for h in hints]
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(result.to_frame().to_csv(index=False))
+    elif method == "ols":
+        print_effects(console, result, f"Effects on {title}")
+        print_hints(console, hints)
+    else:
+        print_decomposition(console, result, f"Variance decomposition of {title}")
+
+
+def _too_few_for_fanova(runs: Runs) -> str | None:
+    from orchestrator.analysis import select_runs
+
+    used = len(select_runs(runs.frame, runs.response).runs)
+    needed = 2 * len(runs.factors) + 2
+    if used >= needed:
+        return None
+    return (f"{used} usable runs are too few for the variance decomposition of undesigned runs (it needs "
+            f"2 x factors + 2 = {needed}): fitted by OLS on the coded factors instead, whose aliasing shows what "
+            "the runs cannot separate")
+
+
+def _study_runs(study: str, store: str | None) -> Runs:
+    from orchestrator.analysis import factor_infos
+    from orchestrator.report import study_frame
+    from orchestrator.spec import parse_spec
+    from orchestrator.store import Store
+
+    db = Store(store, writer=False)
+    recorded = db.study_spec(study)
+    if recorded is None:
+        known = ", ".join(db.study_names()) or "none"
+        raise WavesweepError(f"study {study!r} is not in {db.display_url} (studies there: {known})")
+    spec = parse_spec(recorded, check_experiment=False)
+    metric = spec.response.metric
+    frame = study_frame(db.runs(study), list(spec.factors), metric)
+    # A greedy path is not a design: one factor at a time leaves most pairs unseparated. Every other mode runs
+    # designs (auto resolves to greedy only on one slot, and the runs say which: greedy's first wave is the
+    # replicated start point).
+    greedy = spec.strategy.mode == "greedy" or (spec.strategy.mode == "auto" and _looks_greedy(db.waves(study)))
+    return Runs(frame, factor_infos(spec.factors), metric, spec.response.goal, f"study {study}", not greedy,
+                fixed=dict(spec.fixed))
+
+
+def _looks_greedy(waves: list[dict]) -> bool:
+    return bool(waves) and waves[0].get("design") == "greedy"
+
+
+def _names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
