@@ -169,7 +169,7 @@ METHODS: dict[str, Callable[[Surface, int, int], Outcome]] = {
     "random + Optuna fANOVA": run_random_optuna_fanova,
     "random + wavesweep fANOVA": run_random_wavesweep_fanova,
 }
-BOOTSTRAP, PERMUTATIONS = 50, 49
+BOOTSTRAP, PERMUTATIONS = 100, 99  # decompose()'s defaults: what `wavesweep analyze` uses
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------------
