@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.analysis import FactorInfo, fit_effects
-from orchestrator.analysis.hints import RULES, Hint, _fieller, reparam_hints
+from orchestrator.analysis.hints import RULES, Hint, reparam_hints
+from orchestrator.analysis.valley import _fieller
 
 LR = tuple(float(v) for v in np.geomspace(1e-4, 1e-2, 5))
 BATCH = (8, 16, 32, 64, 128)
