@@ -62,9 +62,9 @@ def choose_method(method: str, runs: Runs) -> str:
 
 
 def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, seed: int,
-            console: Console) -> None:
+            console: Console, detect: float | None = None) -> None:
     from orchestrator.analysis import decompose, fit_effects, reparam_hints
-    from orchestrator.report import print_decomposition, print_effects, print_hints
+    from orchestrator.report import needed_runs, print_decomposition, print_effects, print_hints
 
     if fmt not in ("table", "json", "csv"):
         raise WavesweepError(f"--format: must be table, json or csv; got {fmt!r}")
@@ -72,6 +72,8 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
         raise WavesweepError(f"--adjust: must be holm, fdr_bh or none; got {adjust!r}")
     if not 0 < alpha < 1:
         raise WavesweepError(f"--alpha: must be between 0 and 1; got {alpha}")
+    if detect is not None and not (detect > 0 and detect < float("inf")):
+        raise WavesweepError(f"--detect: must be a positive coded effect; got {detect}")
     asked, method = method, choose_method(method, runs)
     title = f"{runs.response} in {runs.source}" + (f" ({runs.goal})" if runs.goal else "")
     fallback = None
@@ -98,11 +100,13 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
         out["method_used"] = method
         if method == "ols":
             out["hints"] = [h.to_dict() for h in hints]
+            if detect is not None:
+                out["runs_needed"] = {"effect": detect, "power": 0.8, "runs": needed_runs(result, detect)}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
     elif fmt == "csv":
         sys.stdout.write(result.to_frame().to_csv(index=False))
     elif method == "ols":
-        print_effects(console, result, f"Effects on {title}")
+        print_effects(console, result, f"Effects on {title}", detect)
         print_hints(console, hints)
     else:
         print_decomposition(console, result, f"Variance decomposition of {title}")

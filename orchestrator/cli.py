@@ -227,6 +227,8 @@ def analyze(
     adjust: Annotated[str, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = "holm",
     alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,
     seed: Annotated[int, typer.Option(help="fanova: seed of the forests, bootstrap and permutations.")] = 0,
+    detect: Annotated[Optional[float], typer.Option(
+        help="ols: also print the runs needed to detect this coded effect with 80% power.")] = None,
 ) -> None:
     """Effects and interactions with CIs (designed runs) or a variance decomposition (undesigned runs)."""
     from orchestrator.analyze import analyze as run_analysis
@@ -234,7 +236,7 @@ def analyze(
 
     runs = load_runs(study=study, store=store, csv=csv, response=response, factors=factors, log=log,
                      optuna_storage=optuna_storage, optuna_study=optuna_study, goal=goal)
-    run_analysis(runs, method, fmt=format, adjust=adjust, alpha=alpha, seed=seed, console=console)
+    run_analysis(runs, method, fmt=format, adjust=adjust, alpha=alpha, seed=seed, console=console, detect=detect)
 
 
 @app.command()

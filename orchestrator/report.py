@@ -24,7 +24,7 @@ def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> 
     return out.rename(columns={f"param.{f}": f for f in factors} | {column: metric})
 
 
-def print_effects(console: Console, result: EffectsResult, title: str) -> None:
+def print_effects(console: Console, result: EffectsResult, title: str, detect: float | None = None) -> None:
     table = Table("term", "estimate", "95% CI", "p", "p adj.", "", "aliased with", title=title)
     for term in result.terms:
         mark = "[bold green]*[/]" if term.significant else ""
@@ -42,12 +42,23 @@ def print_effects(console: Console, result: EffectsResult, title: str) -> None:
         smallest = detectable_effect(sigma, result.n_used, result.error_df, alpha=result.alpha)
         console.print(f"Power: with noise SD {sigma:.3g} per run, the smallest coded effect this study detects 80% "
                       f"of the time at alpha {result.alpha:g} is {smallest:.3g} (unadjusted test).", highlight=False)
+        if detect is not None:
+            console.print(f"To detect a coded effect of {detect:g} 80% of the time: {needed_runs(result, detect)} runs "
+                          f"in all ({result.n_used} so far).", highlight=False)
     budget = Table("source", "share of variance", title="Variance budget (sums to 100%)")
     for row in result.budget.rows:
         budget.add_row(row.category.replace("_", " "), f"{row.percent:.2f}%")
     console.print(budget)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+
+
+def needed_runs(result: EffectsResult, effect: float) -> int:
+    """Runs in all for the same model to detect ``effect`` with 80% power, from the study's noise estimate."""
+    from orchestrator.analysis import runs_needed
+
+    sigma = result.sigma_pure_error if result.sigma_pure_error == result.sigma_pure_error else result.sigma
+    return runs_needed(effect, sigma, len(result.terms) + 1, alpha=result.alpha)
 
 
 def print_decomposition(console: Console, result: FanovaResult, title: str) -> None:

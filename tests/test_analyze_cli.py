@@ -49,6 +49,15 @@ def test_analyze_table_and_csv_formats(study):
     table = wavesweep("analyze", "effects", "--store", url)
     assert table.returncode == 0 and "x:y" in table.stdout and "Variance budget" in table.stdout
     assert "the smallest coded effect this study detects 80% of the time" in table.stdout
+    # Runs needed for a given effect, from the same noise estimate: must agree with the power function.
+    from orchestrator.analysis import runs_needed
+
+    fit = json.loads(wavesweep("analyze", "effects", "--store", url, "--format", "json", "--detect", "0.01").stdout)
+    sigma = fit["sigma_pure_error"] or fit["sigma"]
+    expected = runs_needed(0.01, sigma, len(fit["terms"]) + 1)
+    assert fit["runs_needed"] == {"effect": 0.01, "power": 0.8, "runs": expected} and expected > fit["n_used"]
+    detect = wavesweep("analyze", "effects", "--store", url, "--detect", "0.01")
+    assert f"To detect a coded effect of 0.01 80% of the time: {expected} runs in all (16 so far)" in detect.stdout
     csv = wavesweep("analyze", "effects", "--store", url, "--format", "csv")
     assert csv.stdout.splitlines()[0].startswith("term,estimate,std_error,ci_low,ci_high")
 

@@ -55,6 +55,17 @@ def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url, tmp_pa
     first = {r["cell_key"]: r["metric.eval_loss"] for r in runs}
     assert {r["cell_key"]: r["metric.eval_loss"] for r in again.runs(spec.study)} == first
 
+    # `analyze` on the (shortened) demo study: 2 x 2 unreplicated, so saturated: Lenth's method, said so.
+    import json
+
+    out = wavesweep("analyze", spec.study, "--store", sqlite_url, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["method_used"] == "ols" and result["method"] == "lenth" and result["n_used"] == 4
+    assert [t["term"] for t in result["terms"]] == ["learning_rate", "warmup_ratio", "learning_rate:warmup_ratio"]
+    assert all({"term", "estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "aliased_with"} <= set(t)
+               for t in result["terms"])
+
 
 @pytest.mark.postgres
 def test_tiny_qwen_study_on_postgresql_via_the_cli(tmp_path, pg_url):
