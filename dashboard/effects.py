@@ -205,5 +205,13 @@ def strongest_pair(matrix: pd.DataFrame) -> tuple[str, str] | None:
 
 
 def interaction_means(fit: Fit, a: str, b: str, alpha: float = 0.05) -> pd.DataFrame:
-    """Mean response per level of ``a`` and ``b`` with 1 - alpha intervals (the classic interaction plot)."""
+    """Mean response per level of ``a`` and ``b`` with 1 - alpha intervals (the classic interaction plot).
+
+    The intervals use the fit's noise estimate when there is one: the within-cell spread of a two-factor cell
+    also holds every other factor's effect, and drew intervals 70x too wide on a 2^3 study with an active third
+    factor."""
+    result = fit.result
+    if result is not None and result.sigma > 0 and result.error_df > 0:
+        return cell_means(fit.frame, fit.factors, fit.response, a, b, alpha=alpha, sigma=result.sigma,
+                          error_df=result.error_df)
     return cell_means(fit.frame, fit.factors, fit.response, a, b, alpha=alpha)

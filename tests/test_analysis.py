@@ -419,6 +419,21 @@ def test_cell_means_with_t_intervals_and_empty_cells():
     assert len(pairs) == 6 and pairs.loc[(pairs.lr == 1e-2) & (pairs.bs == 8), "mean"].item() == 5.0
 
 
+def test_cell_means_take_the_fit_noise_so_other_factors_do_not_widen_them():
+    # 2^3 x 2 seeds, y = x + 3 z + noise 0.05: an x-by-y cell holds both levels of z, so its spread is ~3, not 0.05.
+    rng = np.random.default_rng(0)
+    rows = [{"x": x, "y": y, "z": z} for x in (-1, 1) for y in (-1, 1) for z in (-1, 1) for _ in range(2)]
+    df = pd.DataFrame(rows).assign(loss=lambda d: d.x + 3 * d.z + rng.normal(0, 0.05, len(d)))
+    infos = {n: FactorInfo((-1, 1)) for n in "xyz"}
+    fit = fit_effects(df, infos, "loss")
+    raw = cell_means(df, infos, "loss", "x", "y")
+    model = cell_means(df, infos, "loss", "x", "y", sigma=fit.sigma, error_df=fit.error_df)
+    assert (model["mean"] == raw["mean"]).all()
+    width = (model.ci_high - model.ci_low) / 2
+    assert width.to_numpy() == pytest.approx(stats.t.ppf(0.975, fit.error_df) * fit.sigma / np.sqrt(4))
+    assert ((raw.ci_high - raw.ci_low) / 2 > 20 * width).all()
+
+
 # --- power ----------------------------------------------------------------------------------------------------------
 
 
