@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,8 +19,13 @@ from tests.conftest import synthetic_spec, write_spec
 from tests.test_cli import export_rows, wavesweep
 
 pytestmark = pytest.mark.slow
-# `ray start` (2.5x) turns token authentication on; clients must opt in to send the token from ~/.ray/auth_token.
-AUTH = {"RAY_AUTH_MODE": "token"}
+# `ray start` (2.5x) turns token authentication on; clients must opt in (RAY_AUTH_MODE=token) and send the token.
+# The test writes a token of its own (RAY_AUTH_TOKEN_PATH), so nothing depends on ~/.ray of the machine.
+_TOKEN_DIR = tempfile.mkdtemp(prefix="ray-token-", dir="/tmp")
+_TOKEN = Path(_TOKEN_DIR) / "token"
+_TOKEN.write_text(secrets.token_hex(32))
+_TOKEN.chmod(0o600)
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_TOKEN)}
 
 
 def free_port() -> int:
@@ -53,8 +59,16 @@ def ray_head():
             pytest.fail(f"ray head at {address} did not come up in 90 s: {probe.stderr[-2000:]}")
         yield address
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+        # SIGTERM to `ray start --block` alone: it stops its own processes in seconds (SIGTERM to the whole group
+        # leaves the GCS lingering for a minute); then SIGKILL whatever of the group outlived it.
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        finally:
+            try:
+                os.killpg(head.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
