@@ -1,0 +1,92 @@
+"""GPU packing: memory estimates per model size and method, GPU shares, and requests no node can hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import SpecError
+from orchestrator.packing import Node, check_fits, gpu_share, memory_gb, nodes_from_ray, params_of
+
+H100 = 80.0
+
+
+@pytest.mark.parametrize(("model", "issue_gb"), [
+    ("Qwen/Qwen3.5-0.8B", 3), ("Qwen/Qwen3.5-2B", 5), ("Qwen/Qwen3.5-4B", 10), ("Qwen/Qwen3.5-9B", 22),
+])
+def test_lora_estimates_match_the_planning_figures(model, issue_gb):
+    # The figures the issue gives for LoRA in bf16, within 20%.
+    assert memory_gb(model, "lora") == pytest.approx(issue_gb, rel=0.2)
+
+
+def test_full_fine_tuning_needs_far_more_than_lora():
+    assert memory_gb("Qwen/Qwen3.5-2B", "full") == pytest.approx(2e9 * 16 * 1.2 / 1e9 + 1.0)
+    assert memory_gb("Qwen/Qwen3.5-2B", "full") > 6 * memory_gb("Qwen/Qwen3.5-2B", "lora")
+
+
+def test_small_runs_share_a_gpu_and_a_9b_run_gets_one_alone():
+    shares = {m: gpu_share(memory_gb(f"Qwen/Qwen3.5-{m}"), H100) for m in ("0.8B", "2B", "4B", "9B")}
+    assert shares == {"0.8B": 1 / 8, "2B": 1 / 8, "4B": 1 / 4, "9B": 1.0}
+    # Shares tile a GPU exactly and the runs on it fit its memory with 10% to spare.
+    for model, share in shares.items():
+        assert (1 / share).is_integer()
+        assert memory_gb(f"Qwen/Qwen3.5-{model}") / share <= 0.9 * H100 or share == 1.0
+    assert gpu_share(memory_gb("Qwen/Qwen3.5-4B"), 24.0) == 1.0  # on a 24 GB card the 4B needs it alone
+
+
+def test_a_run_larger_than_the_gpu_is_refused_with_both_figures():
+    with pytest.raises(ValueError, match=r"a run needing ~173.8 GB does not fit a 80 GB GPU"):
+        gpu_share(memory_gb("Qwen/Qwen3.5-9B", "full"), H100)
+
+
+def test_parameter_counts_come_from_the_name():
+    assert params_of("Qwen/Qwen3.5-0.8B") == 0.8e9 and params_of("qwen3.5-9b-base") == 9e9
+    with pytest.raises(ValueError, match="no parameter count in its name"):
+        params_of("tiny")
+
+
+NODES = [Node("10.0.0.1", 8, 192), Node("10.0.0.2", 8, 192), Node("head", 0, 16)]
+
+
+def test_a_request_no_node_can_hold_fails_naming_request_and_capacity():
+    with pytest.raises(SpecError) as exc:
+        check_fits(16, 1, NODES)
+    assert str(exc.value) == ("resources.gpus_per_run: more GPUs than any node has (largest: 8 GPUs on 10.0.0.1; a "
+                              "run cannot span nodes); got 16")
+    with pytest.raises(SpecError, match=r"resources.cpus_per_run: more CPUs than any node with the GPUs it asks for "
+                                        r"has \(largest: 192 CPUs on 10.0.0.1\); got 200"):
+        check_fits(1, 200, NODES)
+    check_fits(8, 192, NODES)  # a whole node: fits
+    check_fits(0.125, 1, NODES)
+
+
+def test_without_gpus_only_cpus_count():
+    cpu_only = [Node("a", 0, 2)]
+    check_fits(1, 2, cpu_only)  # gpus_per_run is ignored on a CPU cluster, as the executor does
+    with pytest.raises(SpecError, match=r"resources.cpus_per_run: more CPUs than any node has \(largest: 2 CPUs on a\)"):
+        check_fits(1, 4, cpu_only)
+
+
+def test_nodes_from_ray_reads_alive_nodes_only():
+    raw = [{"NodeManagerAddress": "10.0.0.1", "Alive": True, "Resources": {"GPU": 8.0, "CPU": 96.0}},
+           {"NodeManagerAddress": "10.0.0.9", "Alive": False, "Resources": {"GPU": 8.0, "CPU": 96.0}},
+           {"NodeManagerAddress": "head", "Alive": True, "Resources": {"CPU": 8.0}}]
+    assert nodes_from_ray(raw) == [Node("10.0.0.1", 8.0, 96.0), Node("head", 0.0, 8.0)]
+
+
+def test_against_a_real_local_ray():
+    # ray.nodes() of a real (local) Ray has the shape nodes_from_ray reads.
+    import shutil
+    import tempfile
+
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rp-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, _temp_dir=temp_dir)
+    try:
+        nodes = nodes_from_ray(ray.nodes())
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert [(n.gpus, n.cpus) for n in nodes] == [(4.0, 2.0)]
+    with pytest.raises(SpecError, match="largest: 4 GPUs"):
+        check_fits(5, 1, nodes)
