@@ -7,6 +7,13 @@ to exercise FAILED and DIVERGED; ``sleep_s`` makes a run take time. ``save_artif
 artifact directory and ``load_artifact`` (a directory, e.g. a resolved ``store:`` reference) reads one back as the
 metric ``loaded``, to exercise artifacts; ``report_pid`` returns the worker's process id, to exercise worker reuse.
 
+Failure knobs, for the executor's retry rules (each a condition param -> level, or a list of them; an extra
+``until_attempt: n`` makes one hold on the first n attempts only, ``ctx.attempt``): ``kill_if`` SIGKILLs the worker process, ``stop_if``
+SIGSTOPs it (frozen: its heartbeat stops too), ``oom_if`` raises a class named ``OutOfMemoryError`` (as
+``torch.cuda.OutOfMemoryError`` is), ``slow_if`` sleeps ``slow_s`` more. ``log_starts`` (a file) gets a line
+``<cell key> <attempt> <pid>`` whenever a run starts, to count executions; ``report_resources`` returns what Ray
+gave the run (``assigned_gpu``, ``assigned_cpu``).
+
 ``named_surface`` (a name in ``experiments.surfaces.SURFACES``) replaces ``surface``/``intercept`` with a surface
 whose optimum and true interactions are known: the metric (``y`` unless ``metric`` says otherwise) is that surface's
 ``sample(factors, seed)``, with its own noise unless ``noise_sd`` is given.
@@ -20,13 +27,19 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from typing import Any
 
 from orchestrator.context import Diverged, RunContext
 
 _KNOWN = {"surface", "named_surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if",
-          "seed", "save_artifact", "load_artifact", "report_pid"}
+          "seed", "save_artifact", "load_artifact", "report_pid", "kill_if", "stop_if", "oom_if", "slow_if", "slow_s",
+          "log_starts", "report_resources"}
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which the worker records as OOM (it matches the class name)."""
 
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
@@ -38,6 +51,7 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
         value = _generic_surface_value(params, factors, params.get("seed", ctx.seed))
         default_metric = "loss"
 
+    _failure_knobs(params, factors, ctx)
     steps = int(params.get("steps", 5))
     sleep_s = float(params.get("sleep_s", 0.0))
     for step in range(1, steps + 1):
@@ -57,7 +71,30 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
             metrics["loaded"] = json.load(f)["value"]
     if params.get("report_pid"):
         metrics["pid"] = float(os.getpid())
+    if params.get("report_resources"):
+        import ray
+
+        assigned = ray.get_runtime_context().get_assigned_resources()
+        metrics.update(assigned_gpu=float(assigned.get("GPU", 0.0)), assigned_cpu=float(assigned.get("CPU", 0.0)))
     return metrics
+
+
+def _failure_knobs(params: dict[str, Any], factors: dict[str, Any], ctx: RunContext) -> None:
+    if params.get("log_starts"):
+        # One short O_APPEND write per start: lines from concurrent runs do not interleave.
+        fd = os.open(params["log_starts"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{ctx.cell_key} {ctx.attempt} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+    if _matches(factors, params.get("kill_if"), ctx.attempt):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _matches(factors, params.get("stop_if"), ctx.attempt):
+        os.kill(os.getpid(), signal.SIGSTOP)  # every thread stops, the heartbeat's too
+    if _matches(factors, params.get("oom_if"), ctx.attempt):
+        raise OutOfMemoryError(f"CUDA out of memory (oom_if matched {params['oom_if']} on attempt {ctx.attempt})")
+    if _matches(factors, params.get("slow_if"), ctx.attempt):
+        time.sleep(float(params.get("slow_s", 60.0)))
 
 
 def _generic_surface_value(params: dict[str, Any], factors: dict[str, Any], seed: Any) -> float:
@@ -87,5 +124,10 @@ def _named_surface_value(params: dict[str, Any], factors: dict[str, Any], seed: 
     return surface.sample(factors, int(seed))
 
 
-def _matches(factors: dict[str, Any], condition: dict[str, Any] | None) -> bool:
-    return bool(condition) and all(factors.get(k) == v for k, v in condition.items())
+def _matches(factors: dict[str, Any], condition: dict[str, Any] | list[dict[str, Any]] | None, attempt: int = 1) -> bool:
+    if isinstance(condition, list):  # any of several conditions
+        return any(_matches(factors, one, attempt) for one in condition)
+    if not condition:
+        return False
+    levels = {k: v for k, v in condition.items() if k != "until_attempt"}
+    return attempt <= condition.get("until_attempt", attempt) and all(factors.get(k) == v for k, v in levels.items())

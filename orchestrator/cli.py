@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -56,12 +57,22 @@ def run(
 
     spec = load_spec(spec_path)
     db = Store(store)
+    # A local Ray's workers inherit this process's environment; they never open the store, so the URL (and its
+    # password) stays here.
+    os.environ.pop("WAVESWEEP_STORE", None)
     if not has_work(spec, db):
         db.open_study(spec)  # still refuses a changed experiment/fixed params under the same name
         console.print(f"All runs of study [bold]{spec.study}[/] are already finished in {db.display_url}; "
                       "nothing to run.", highlight=False, soft_wrap=True)
     else:
-        with RayExecutor(address=ray_address, num_gpus=gpus) as executor:
+        from contextlib import nullcontext
+
+        from orchestrator.lease import StudyLease
+
+        # A study that another driver runs is refused before Ray starts (run_study takes the lease of a new one).
+        study_id = db.study_id(spec.study)
+        lease = StudyLease(db, study_id, spec.study) if study_id is not None else nullcontext()
+        with lease, RayExecutor(address=ray_address, num_gpus=gpus) as executor:
             outcome = run_study(spec, db, executor, _WaveProgress(spec.response.metric))
         if outcome.ran:
             console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave, mode {outcome.mode}).",
@@ -173,7 +184,13 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
         console.print(f"Stopped ({stopped}): {info['stop_reason']}", highlight=False, soft_wrap=True, markup=False)
     failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
     for r in failed:
-        console.print(f"[red]{r['status']}[/] run {r['run_id']} ({r['error_kind']}): {r['error_message']}",
+        console.print(f"[red]{r['status']}[/] run {r['run_id']} ({r['error_kind']}, {r['attempts']} attempts): "
+                      f"{r['error_message']}", highlight=False, soft_wrap=True)
+    retried = [r for r in runs if r["attempts"] > 1 and r not in failed]
+    logs = db.attempt_logs(study) if retried else {}
+    for r in retried:  # what the earlier attempts died of (worker_died, lost, oom, driver_died)
+        kinds = ", ".join(a.get("error_kind") or "?" for a in logs.get(r["cell_key"], [])[:-1] if "status" in a)
+        console.print(f"{r['status']} run {r['run_id']} after {r['attempts']} attempts (earlier: {kinds or '-'})",
                       highlight=False, soft_wrap=True)
     _print_best(runs, spec["response"]["metric"], spec["response"]["goal"])
 
@@ -357,10 +374,15 @@ class _WaveProgress:
         self.task = self.progress.add_task(f"wave {number}", total=len(cells), state="")
 
     def event(self, event: Event) -> None:
-        from orchestrator.executor import Finished, Started
+        from orchestrator.executor import Finished, Retry, Started
 
         if isinstance(event, Started):
             self.running += 1
+        elif isinstance(event, Retry):
+            self.running = max(0, self.running - 1)
+            how = "alone" if event.alone else "again"
+            self.progress.console.print(f"  {'RETRY':<8} {self.levels.get(event.cell_key, '')}  {event.result.error_kind}"
+                                        f" on attempt {event.attempt}; runs {how}", highlight=False, soft_wrap=True)
         elif isinstance(event, Finished):
             self.running = max(0, self.running - 1)
             self.progress.advance(self.task)

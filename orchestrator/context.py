@@ -30,6 +30,7 @@ class RunContext:
     gpu_ids: tuple[int, ...] = ()
     artifact_dir: str = ""  # where this run may save outputs (e.g. its adapter); created on first use by the run
     warm_reuse: bool = True  # whether the experiment may keep a loaded base model for the worker's next run
+    attempt: int = 1  # 1 for a run's first attempt by this driver; a retry (worker died, lost, OOM) counts up
     _sink: Callable[[int, dict[str, float]], None] | None = field(default=None, repr=False)
 
     @property

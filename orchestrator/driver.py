@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from orchestrator.executor import Finished, Job, Progress, Started
+from orchestrator.executor import Finished, Job, Progress, Retry, Started
+from orchestrator.lease import StudyLease
 from orchestrator.references import resolve_all, substitute
 from orchestrator.strategies import create_strategy
 
@@ -44,7 +45,11 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     RUNNING ones a dead driver left behind or FAILED ones, runs again in its wave. Then new waves follow, until the
     strategy proposes none or the budget (``max_waves``, ``max_runs``, ``max_gpu_hours``: ``Strategy.budget_stop``)
     stops the study before a wave; the reason is stored with the study (``Store.study_info``).
+
+    The study's lease (``orchestrator/lease.py``) is held throughout: a second driver of the same study is refused
+    with :class:`~orchestrator.lease.StudyBusy` before it writes anything (the CLI takes it before starting Ray).
     """
+    executor.check_fits(spec)  # in seconds, before anything is written: a run cannot span nodes
     slots = executor.slots(spec)
     strategy = create_strategy(spec, slots)
     runs_per_wave = spec.strategy.runs_per_wave or slots
@@ -52,7 +57,12 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     strategy.check_budget(runs_per_wave)
     resolved = resolve_all(spec, store)
     study_id = store.open_study(spec)
-    wave = _WaveRunner(spec, store, executor, listener, study_id, resolved)
+    with StudyLease(store, study_id, spec.study) as lease:
+        wave = _WaveRunner(spec, store, executor, listener, study_id, resolved, lease)
+        return _run_waves(spec, store, strategy, wave, study_id, runs_per_wave)
+
+
+def _run_waves(spec: Spec, store: Store, strategy, wave: _WaveRunner, study_id: int, runs_per_wave: int) -> Outcome:
     ran = 0
     for number, cells in store.unfinished_waves(study_id):
         ran += wave.run(number, cells, f"resume of wave {number}")
@@ -99,6 +109,7 @@ class _WaveRunner:
     listener: Listener | None
     study_id: int
     resolved: dict[str, str]  # store reference -> artifact directory
+    lease: StudyLease
 
     def run(self, number: int, cells: list[Cell], reason: str) -> int:
         if self.listener:
@@ -108,12 +119,15 @@ class _WaveRunner:
             params, inputs[cell.key] = substitute({**self.spec.fixed, **cell.levels, "seed": cell.seed}, self.resolved)
             artifact_dir = str(Path(self.spec.artifacts).resolve() / self.spec.study / cell.key)
             jobs[cell.key] = Job(cell, params, artifact_dir)
-        for event in self.executor.run(self.spec, list(jobs.values())):
+        self.lease.check()
+        for event in self.executor.run(self.spec, list(jobs.values()), poll=self.lease.check):
             if isinstance(event, Started):
                 self.store.mark_running(event.cell_key, host=event.host, device=event.device,
-                                        started_at=event.started_at, inputs=inputs[event.cell_key])
+                                        started_at=event.started_at, inputs=inputs[event.cell_key], gpus=event.gpus)
             elif isinstance(event, Progress):
                 self.store.add_curve_points(event.points)
+            elif isinstance(event, Retry):
+                self.store.retry_run(event.cell_key, event.result)
             elif isinstance(event, Finished):
                 self.store.finish_run(event.cell_key, event.result)
             if self.listener:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import ray
@@ -12,17 +13,26 @@ from orchestrator.worker import run_cell
 
 @ray.remote
 class Inbox:
-    """Collects worker events (run started, learning-curve points) until the driver drains them."""
+    """Collects worker events (run started, learning-curve points) and heartbeats until the driver drains them.
+
+    Every event and heartbeat carries its (cell key, attempt), so the driver can drop what a killed attempt sent late.
+    """
 
     def __init__(self) -> None:
-        self._items: list[tuple[str, Any]] = []
+        self._items: list[tuple[str, int, str, Any]] = []
+        self._beats: set[tuple[str, int]] = set()
 
-    def put(self, item: tuple[str, Any]) -> None:
+    def put(self, item: tuple[str, int, str, Any]) -> None:
         self._items.append(item)
 
-    def drain(self) -> list[tuple[str, Any]]:
+    def beat(self, cell_key: str, attempt: int) -> None:
+        self._beats.add((cell_key, attempt))
+
+    def drain(self) -> tuple[list[tuple[str, int, str, Any]], set[tuple[str, int]]]:
+        """(events in order, the attempts that sent a heartbeat) since the last drain."""
         items, self._items = self._items, []
-        return items
+        beats, self._beats = self._beats, set()
+        return items, beats
 
 
 @functools.cache
@@ -32,14 +42,31 @@ def run_cell_task(max_calls: int) -> Any:
 
 
 def _run_cell(payload: dict[str, Any], inbox: Any) -> dict[str, Any]:
+    key, attempt = payload["cell_key"], payload["attempt"]
     last: list[Any] = []
 
     def sink(kind: str, data: Any) -> None:
         # Fire and forget keeps ctx.report cheap; calls from one worker to an actor run in order.
-        last[:] = [inbox.put.remote((kind, data))]
+        last[:] = [inbox.put.remote((key, attempt, kind, data))]
+        if kind == "started":
+            # Wait for this one: the driver's heartbeat and timeout clocks start with it, and a process that froze
+            # right after sending it (before Ray's I/O thread flushed the call) would otherwise never be noticed.
+            ray.get(last[0])
 
-    gpu_ids = tuple(int(g) for g in ray.get_gpu_ids())
-    result = run_cell(payload, sink, gpu_ids)
-    if last:
-        ray.get(last[0])  # every event is in the inbox before the result is: the driver drains after ray.wait
+    # The heartbeat comes from a thread of its own, so it needs nothing from the experiment (which may never call
+    # ctx.report). It stops when the process dies or is frozen, which is what the driver watches for.
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(payload["heartbeat_s"]):
+            inbox.beat.remote(key, attempt)
+
+    threading.Thread(target=beat, name="wavesweep-heartbeat", daemon=True).start()
+    try:
+        gpu_ids = tuple(int(g) for g in ray.get_gpu_ids())
+        result = run_cell(payload, sink, gpu_ids)
+        if last:
+            ray.get(last[0])  # every event is in the inbox before the result is: the driver drains after ray.wait
+    finally:
+        stop.set()
     return result

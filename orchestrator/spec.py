@@ -88,6 +88,20 @@ class Resources(_Frozen):
     max_runs_per_worker: StrictInt = Field(
         8, gt=0, description="With warm_reuse, a worker process exits after this many runs (frees leaked memory)."
     )
+    max_retries: StrictInt = Field(
+        2, ge=0, description="Retries of a run whose worker died, stopped sending heartbeats or ran out of memory "
+                             "(an exception, a divergence or a timeout is not retried). See docs/design.md."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Wall-clock limit of one attempt, from its start; past it the run is killed and recorded as "
+                    "TIMEOUT (not retried). None: no limit."
+    )
+    heartbeat_grace_s: float = Field(
+        60.0, gt=0, allow_inf_nan=False,
+        description="A run whose worker sends no heartbeat for this long (a dead or frozen process that Ray did not "
+                    "report) is killed and retried as 'lost'."
+    )
 
 
 class Spec(_Frozen):

@@ -9,10 +9,10 @@ class RunStatus(str, Enum):
     PENDING = "PENDING"  # in the store, not yet handed to Ray
     RUNNING = "RUNNING"  # a worker started it
     COMPLETE = "COMPLETE"  # run() returned the response metric
-    FAILED = "FAILED"  # an exception or a dead worker; error_kind and traceback say which
+    FAILED = "FAILED"  # an exception, a dead or lost worker; error_kind and traceback say which
     DIVERGED = "DIVERGED"  # the loss became NaN/inf or exploded: a result about the configuration
-    TIMEOUT = "TIMEOUT"
-    OOM = "OOM"
+    TIMEOUT = "TIMEOUT"  # ran past resources.timeout_s; its worker was killed
+    OOM = "OOM"  # out of memory, on every attempt (each retry ran alone)
     PRUNED = "PRUNED"  # stopped early by the strategy
 
 

@@ -31,7 +31,7 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     sink("started", {"cell_key": key, "host": host, "device": device, "started_at": started})
     ctx = RunContext(
         study=payload["study"], cell_key=key, seed=payload["seed"], num_cpus=payload["num_cpus"], gpu_ids=gpu_ids,
-        artifact_dir=payload["artifact_dir"], warm_reuse=payload["warm_reuse"],
+        artifact_dir=payload["artifact_dir"], warm_reuse=payload["warm_reuse"], attempt=payload.get("attempt", 1),
         _sink=lambda step, metrics: sink("progress", (key, step, metrics)),
     )
     t0 = time.perf_counter()

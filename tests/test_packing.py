@@ -90,3 +90,17 @@ def test_against_a_real_local_ray():
     assert [(n.gpus, n.cpus) for n in nodes] == [(4.0, 2.0)]
     with pytest.raises(SpecError, match="largest: 4 GPUs"):
         check_fits(5, 1, nodes)
+
+
+def test_the_cli_refuses_a_run_larger_than_any_node_before_writing(tmp_path):
+    from tests.conftest import synthetic_spec, write_spec
+    from tests.test_cli import wavesweep
+
+    spec = synthetic_spec("toobig", resources={"gpus_per_run": 8, "cpus_per_run": 1})
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    out = wavesweep("run", str(write_spec(tmp_path / "s.yaml", spec)), "--store", url, "--gpus", "4")
+    assert out.returncode == 1
+    assert "resources.gpus_per_run: more GPUs than any node has (largest: 4 GPUs on" in out.stderr
+    assert "Traceback" not in out.stderr
+    status = wavesweep("status", "--store", url)
+    assert "toobig" not in status.stdout  # nothing recorded

@@ -181,7 +181,7 @@ def test_a_stop_reason_is_stored_shown_and_cleared_by_a_new_wave(store):
 def test_upgrade_from_0002_adds_the_stop_reason_and_keeps_every_row(store_url):
     from alembic import command
 
-    from orchestrator.store.engine import alembic_config, make_engine, upgrade
+    from orchestrator.store.engine import alembic_config, head_revision, make_engine, upgrade
 
     engine = make_engine(store_url)
     command.upgrade(alembic_config(engine), "0002")  # a store made before studies recorded why they stopped
@@ -194,7 +194,7 @@ def test_upgrade_from_0002_adds_the_stop_reason_and_keeps_every_row(store_url):
                           "artifact_dir) VALUES (1, 1, 'k1', '{\"x\": 1}', 0, 'COMPLETE', 1, CURRENT_TIMESTAMP, '/a')"))
         conn.execute(text("INSERT INTO run_metrics (run_id, name, value, kind) VALUES (1, 'loss', 0.5, 'finite')"))
     engine.dispose()
-    with pytest.raises(SchemaOutOfDate, match="has schema 0002, this wavesweep needs 0003"):
+    with pytest.raises(SchemaOutOfDate, match=f"has schema 0002, this wavesweep needs {head_revision(engine)}"):
         Store(store_url)
     upgrade(make_engine(store_url))
     db = Store(store_url)

@@ -42,11 +42,13 @@ def encode_float(value: float) -> tuple[float | None, str]:
         return None, "nan"
     if math.isinf(value):
         return None, "inf" if value > 0 else "-inf"
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return None, "-0"  # SQLite stores a REAL without a fraction as an integer, and -0 as 0
     return value, "finite"
 
 
 def decode_float(value: float | None, kind: str) -> float:
-    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(kind, value)  # type: ignore[return-value]
+    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "-0": -0.0}.get(kind, value)  # type: ignore
 
 
 class Base(DeclarativeBase):
@@ -65,6 +67,11 @@ class StudyModel(Base):
     # Why the driver stopped proposing waves (the strategy's reason, or the budget); NULL while the study goes on.
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The study lease (migration 0004): the driver running the study ("host:pid:token"), since when, and until when
+    # its lease holds unless renewed. A second driver is refused while it holds; NULL when no driver runs the study.
+    driver: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     waves: Mapped[list[WaveModel]] = relationship(back_populates="study", order_by="WaveModel.number")
 
@@ -111,6 +118,9 @@ class RunModel(Base):
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
     artifact_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # what the run saved, if any
     inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # store references, resolved
+    # One entry per attempt (migration 0004): attempt, started_at, host, device, gpus, then finished_at, status,
+    # error_kind, error_message once it ended. The row's own fields describe the last attempt.
+    attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
     wave: Mapped[WaveModel] = relationship(back_populates="runs")
     metrics: Mapped[list[MetricModel]] = relationship(cascade="all, delete-orphan")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from orchestrator.cells import Cell
-from orchestrator.errors import StudyMismatch
+from orchestrator.errors import StoreError, StudyMismatch
 from orchestrator.status import FINISHED, RunStatus
 from orchestrator.store.engine import ensure_schema, make_engine, mask, resolve_url, session_scope
 from orchestrator.store.models import (
@@ -49,10 +50,15 @@ class RunResult:
 
 class Store:
     def __init__(self, url: str | None = None, *, writer: bool = True):
-        """``writer=False`` for processes that only read (status, export, the dashboard)."""
+        """``writer=False`` for processes that only read (status, export, the dashboard): a reader never creates the
+        store, its schema or its file (StoreError "no store at ...: run a study first") and never migrates it."""
         self.url = resolve_url(url)
         self.engine = make_engine(self.url, writer=writer)
-        ensure_schema(self.engine, self.url)
+        try:
+            ensure_schema(self.engine, self.url, writer=writer)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -70,6 +76,14 @@ class Store:
     def open_study(self, spec: Spec) -> int:
         """The study's id, creating it on first use. A name already used with another experiment, other fixed
         params or another response is refused: its recorded runs would silently mix with the new ones."""
+        try:
+            return self._open_study(spec)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+            return self._open_study(spec)  # another driver created the study at the same moment: open theirs
+
+    def _open_study(self, spec: Spec) -> int:
         with self.session() as s:
             study = s.scalar(select(StudyModel).where(StudyModel.name == spec.study))
             if study is None:
@@ -109,6 +123,43 @@ class Store:
             s.execute(update(StudyModel).where(StudyModel.id == study_id)
                       .values(stop_reason=reason, stopped_at=utcnow()))
 
+    # --- the study lease: one driver per study ------------------------------------------------------------------
+
+    def take_lease(self, study_id: int, driver: str, ttl_s: float, *, take_from: str | None = None) -> bool:
+        """Make ``driver`` the study's driver for ``ttl_s`` seconds, in one conditional UPDATE: only if no driver
+        holds it, its lease expired, or it is ``take_from`` (a holder known to be dead). False: another holds it."""
+        now = utcnow()
+        free = [StudyModel.driver.is_(None), StudyModel.driver == driver, StudyModel.lease_until < now]
+        if take_from is not None:
+            free.append(StudyModel.driver == take_from)
+        with self.session() as s:
+            taken = s.execute(update(StudyModel).where(StudyModel.id == study_id, or_(*free))
+                              .values(driver=driver, lease_since=now, lease_until=now + timedelta(seconds=ttl_s),
+                                      updated_at=StudyModel.updated_at))
+            return taken.rowcount == 1
+
+    def renew_lease(self, study_id: int, driver: str, ttl_s: float) -> bool:
+        """Extend ``driver``'s lease; False if it no longer holds it (it expired and another driver took it)."""
+        with self.session() as s:
+            renewed = s.execute(update(StudyModel).where(StudyModel.id == study_id, StudyModel.driver == driver)
+                                .values(lease_until=utcnow() + timedelta(seconds=ttl_s),
+                                        updated_at=StudyModel.updated_at))
+            return renewed.rowcount == 1
+
+    def release_lease(self, study_id: int, driver: str) -> None:
+        with self.session() as s:
+            s.execute(update(StudyModel).where(StudyModel.id == study_id, StudyModel.driver == driver)
+                      .values(driver=None, lease_since=None, lease_until=None, updated_at=StudyModel.updated_at))
+
+    def lease(self, study_id: int) -> dict[str, Any] | None:
+        """The study's lease: ``driver``, ``since``, ``until``; None when no driver holds it."""
+        with self.session() as s:
+            row = s.execute(select(StudyModel.driver, StudyModel.lease_since, StudyModel.lease_until)
+                            .where(StudyModel.id == study_id)).first()
+        if row is None or row.driver is None:
+            return None
+        return {"driver": row.driver, "since": row.lease_since, "until": row.lease_until}
+
     def unfinished_waves(self, study_id: int) -> list[tuple[int, list[Cell]]]:
         """(wave number, cells to run) for every wave holding cells that are not finished, oldest first."""
         with self.session() as s:
@@ -131,15 +182,34 @@ class Store:
     # --- runs ----------------------------------------------------------------------------------------------------
 
     def mark_running(self, cell_key: str, *, host: str, device: str, started_at: datetime,
-                     inputs: dict[str, str] | None = None) -> None:
-        """A new attempt starts: its earlier attempt's curve and error are cleared, the attempt counted."""
+                     inputs: dict[str, str] | None = None, gpus: float | None = None) -> None:
+        """A new attempt starts: its earlier attempt's curve and error are cleared, the attempt counted and its start
+        logged (``attempt_log``). An attempt still open in the log was left RUNNING by a driver that died."""
         with self.session() as s:
             run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key))
             s.execute(delete(CurvePointModel).where(CurvePointModel.run_id == run.id))
+            if run.status == RunStatus.RUNNING:
+                _end_attempt(run, None, RunStatus.RUNNING, "driver_died",
+                             "the driver stopped while this attempt ran; the next driver requeued it")
             run.status, run.host, run.device, run.started_at = RunStatus.RUNNING, host, device, started_at
+            run.finished_at = None
             run.inputs = inputs or None
             run.attempts += 1
             run.error_kind = run.error_message = run.traceback = None
+            entry = {"attempt": run.attempts, "started_at": started_at.isoformat(), "host": host, "device": device}
+            if gpus is not None:
+                entry["gpus"] = gpus
+            run.attempt_log = [*(run.attempt_log or []), entry]
+
+    def retry_run(self, cell_key: str, result: RunResult) -> None:
+        """An attempt failed and another is queued: the run is PENDING again and keeps this attempt's error (kind,
+        message, traceback) until the next one starts; the attempt is counted and logged."""
+        with self.session() as s:
+            run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key).options(selectinload(RunModel.metrics)))
+            _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
+            run.status, run.started_at, run.finished_at, run.wall_s = RunStatus.PENDING, None, None, None
+            run.error_kind, run.error_message, run.traceback = result.error_kind, result.error_message, result.traceback
+            run.metrics.clear()
 
     def add_curve_points(self, points: Iterable[tuple[str, int, dict[str, float]]]) -> None:
         """Batched learning-curve points: (cell key, step, {name: value})."""
@@ -159,8 +229,7 @@ class Store:
     def finish_run(self, cell_key: str, result: RunResult) -> None:
         with self.session() as s:
             run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key).options(selectinload(RunModel.metrics)))
-            if run.status != RunStatus.RUNNING:  # died before it could say it started: still an attempt
-                run.attempts += 1
+            _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
             run.status = result.status
             run.started_at = result.started_at or run.started_at
             run.finished_at = result.finished_at or utcnow()
@@ -249,6 +318,31 @@ class Store:
                 .group_by(RunModel.status)
             ).all()
         return {status.value: count for status, count in rows}
+
+    def attempt_logs(self, study: str) -> dict[str, list[dict[str, Any]]]:
+        """cell key -> its attempt log (one entry per attempt, oldest first), for the runs that have one."""
+        with self.session() as s:
+            rows = s.execute(
+                select(RunModel.cell_key, RunModel.attempt_log)
+                .join(StudyModel, RunModel.study_id == StudyModel.id)
+                .where(StudyModel.name == study, RunModel.attempt_log.is_not(None))
+            ).all()
+        return {key: log for key, log in rows if log}
+
+
+def _end_attempt(run: RunModel, finished_at: datetime | None, status: RunStatus, error_kind: str | None,
+                 error_message: str | None) -> None:
+    """Close the run's current attempt in its log. One that never said it started (its worker died first) is
+    still an attempt: counted here, logged without a start."""
+    log = list(run.attempt_log or [])
+    if run.status != RunStatus.RUNNING:
+        run.attempts += 1
+        log.append({"attempt": run.attempts, "started_at": None})
+    elif not log or "status" in log[-1]:  # started before the store kept a log (schema 0003)
+        log.append({"attempt": run.attempts, "started_at": run.started_at.isoformat() if run.started_at else None})
+    log[-1] = {**log[-1], "finished_at": (finished_at or utcnow()).isoformat(), "status": RunStatus(status).value,
+               "error_kind": error_kind, "error_message": (error_message or "")[:500] or None}
+    run.attempt_log = log
 
 
 def _flatten(run: RunModel, wave_number: int) -> dict[str, Any]:

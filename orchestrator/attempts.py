@@ -1,0 +1,155 @@
+"""The live attempts of one wave on Ray: submitted, followed (events, heartbeats, timeouts), ended or retried.
+
+What follows a failure is decided by the rules of ``orchestrator/retry.py``. A timeout or a lost heartbeat kills the
+attempt's worker process (``ray.cancel(force=True)``), which frees its GPU for the next run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.events import Event, Finished, Job, Progress, Retry, Started
+from orchestrator.retry import alone_request, decide, status_of
+from orchestrator.status import RunStatus
+from orchestrator.store.store import RunResult
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Spec
+
+
+@dataclass
+class Attempt:
+    job: Job
+    number: int
+    gpus: float
+    started: float | None = None  # time.monotonic() when the driver saw it start
+    last_beat: float = 0.0  # time.monotonic() of its last heartbeat (or of its start)
+    started_at: datetime | None = None
+    host: str | None = None
+    device: str | None = None
+
+
+class WaveAttempts:
+    """The live attempts of one wave: submits them, follows their events and heartbeats, ends or retries them."""
+
+    def __init__(self, spec: Spec, gpus: float, inbox: Any):
+        self.spec, self.res, self.gpus, self.inbox = spec, spec.resources, gpus, inbox
+        self.live: dict[Any, Attempt] = {}  # Ray object ref -> attempt
+        self.current: dict[str, Attempt] = {}  # cell key -> its live attempt
+        # A run with no heartbeat for the grace period is lost; beat a few times within it.
+        self.heartbeat_s = min(5.0, self.res.heartbeat_grace_s / 4)
+
+    def submit(self, job: Job, number: int, alone: bool) -> None:
+        from orchestrator.ray_tasks import run_cell_task
+
+        res = self.res
+        gpus, cpus = (alone_request(self.gpus, res.cpus_per_run, _largest_node_cpus()) if alone
+                      else (self.gpus, res.cpus_per_run))
+        # max_calls: how many runs one worker process serves before Ray replaces it. Ray's default for GPU tasks
+        # is 1 (a fresh process per run); warm reuse needs the process, and the model it loaded, to live on. A run
+        # retried alone gets a fresh process: memory an earlier run left behind may be what it ran out of.
+        warm = res.warm_reuse and not alone
+        task = run_cell_task(res.max_runs_per_worker if warm else 1).options(num_cpus=cpus, num_gpus=gpus,
+                                                                            max_retries=0)
+        payload = {
+            "study": self.spec.study, "experiment": self.spec.experiment, "cell_key": job.cell.key,
+            "seed": job.cell.seed, "params": job.params, "response": self.spec.response.metric,
+            "artifact_dir": job.artifact_dir, "num_cpus": max(1, int(cpus)), "gpus": gpus, "warm_reuse": warm,
+            "attempt": number, "heartbeat_s": self.heartbeat_s,
+        }
+        attempt = Attempt(job, number, gpus)
+        self.live[task.remote(payload, self.inbox)] = attempt
+        self.current[job.cell.key] = attempt
+
+    def drain(self) -> Iterator[Event]:
+        import ray
+
+        items, beats = ray.get(self.inbox.drain.remote())
+        now = time.monotonic()
+        for key, number in beats:
+            if (attempt := self._attempt(key, number)) is not None:
+                attempt.last_beat = now
+        points: list[tuple[str, int, dict[str, float]]] = []
+        for key, number, kind, data in items:
+            attempt = self._attempt(key, number)
+            if attempt is None:
+                continue  # sent by an attempt that was killed (timeout, lost): its run has moved on
+            if kind != "started":
+                points.append(data)
+                continue
+            if points:
+                yield Progress(points)
+                points = []
+            attempt.started = attempt.last_beat = now
+            attempt.started_at, attempt.host, attempt.device = data["started_at"], data["host"], data["device"]
+            yield Started(**data, attempt=number, gpus=attempt.gpus)
+        if points:
+            yield Progress(points)
+
+    def watch(self) -> Iterator[Event]:
+        """Kill the attempts past resources.timeout_s, or without a heartbeat for heartbeat_grace_s."""
+        import ray
+
+        now, timeout, grace = time.monotonic(), self.res.timeout_s, self.res.heartbeat_grace_s
+        for ref, attempt in list(self.live.items()):
+            if attempt.started is None:
+                continue  # queued: Ray has not started it, so neither clock runs
+            if timeout is not None and now - attempt.started > timeout:
+                kind, message = "timeout", f"ran past resources.timeout_s = {timeout:g} s; its worker was killed"
+            elif now - attempt.last_beat > grace:
+                kind, message = "lost", (f"no heartbeat for {now - attempt.last_beat:.0f} s (resources."
+                                         f"heartbeat_grace_s = {grace:g}): its worker froze or died unreported; "
+                                         "killed")
+            else:
+                continue
+            ray.cancel(ref, force=True)  # force: kill the worker process, which frees its GPU for the next run
+            yield from self.end(ref, self._failure(attempt, kind, message))
+
+    def end(self, ref: Any, result: RunResult) -> Iterator[Event]:
+        attempt = self.live.pop(ref)
+        key = attempt.job.cell.key
+        del self.current[key]
+        decision = decide(result.error_kind, attempt.number, self.res.max_retries)
+        if result.status != RunStatus.COMPLETE and decision.retry:
+            yield Retry(key, result, attempt.number, decision.alone)
+            self.submit(attempt.job, attempt.number + 1, decision.alone)
+        else:
+            yield Finished(key, result)
+
+    def result(self, ref: Any) -> RunResult:
+        import ray
+
+        try:
+            raw = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # our task wrapper raised: a bug, not a crash
+            return self._failure(self.live[ref], "exception", f"{type(exc).__name__}: {exc}", str(exc))
+        except ray.exceptions.OutOfMemoryError as exc:  # Ray's memory monitor killed it: the node ran out of RAM
+            return self._failure(self.live[ref], "oom", f"{type(exc).__name__}: {exc}")
+        except ray.exceptions.RayError as exc:
+            # The experiment's own exceptions are caught in the worker; reaching here means the worker process or
+            # node died (SIGKILL, the kernel's OOM killer, preemption, a segfault in a kernel).
+            return self._failure(self.live[ref], "worker_died", f"{type(exc).__name__}: {exc}")
+        return RunResult(**raw)
+
+    def _attempt(self, key: str, number: int) -> Attempt | None:
+        attempt = self.current.get(key)
+        return attempt if attempt is not None and attempt.number == number else None
+
+    def _failure(self, attempt: Attempt, kind: str, message: str, traceback: str | None = None) -> RunResult:
+        """The result of an attempt that did not return one: killed by us, or its worker died."""
+        now = datetime.now(UTC)
+        wall = time.monotonic() - attempt.started if attempt.started is not None else None
+        metrics = {"wall_s": wall, "gpu_s": wall * attempt.gpus} if wall is not None else {}
+        return RunResult(status=status_of(kind), metrics=metrics, started_at=attempt.started_at, finished_at=now,
+                         wall_s=wall, host=attempt.host, device=attempt.device, error_kind=kind,
+                         error_message=message[:2000], traceback=traceback)
+
+
+def _largest_node_cpus() -> float:
+    import ray
+
+    return max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")), default=1.0)
