@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from orchestrator.store.engine import alembic_config, current_revision, head_revision, mask, resolve_url
+from orchestrator.store.engine import current_revision, head_revision, known_revisions, mask, resolve_url
 
 
 class StoreUnreadable(Exception):
@@ -71,9 +71,3 @@ def check_schema(engine: Engine) -> None:
                               f"run: wavesweep db upgrade --store '{where}'")
     raise StoreUnreadable(f"{where} has schema {current}, which this wavesweep does not know (a newer version wrote "
                           "it): upgrade wavesweep")
-
-
-def known_revisions(engine: Engine) -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    return {rev.revision for rev in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()}

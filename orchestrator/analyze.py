@@ -126,16 +126,12 @@ def _too_few_for_fanova(runs: Runs) -> str | None:
 
 def _study_runs(study: str, store: str | None) -> Runs:
     from orchestrator.analysis import factor_infos
-    from orchestrator.report import study_frame
+    from orchestrator.report import recorded_spec, study_frame
     from orchestrator.spec import parse_spec
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
-    recorded = db.study_spec(study)
-    if recorded is None:
-        known = ", ".join(db.study_names()) or "none"
-        raise WavesweepError(f"study {study!r} is not in {db.display_url} (studies there: {known})")
-    spec = parse_spec(recorded, check_experiment=False)
+    spec = parse_spec(recorded_spec(db, study), check_experiment=False)
     metric = spec.response.metric
     frame = study_frame(db.runs(study), list(spec.factors), metric)
     # A greedy path is not a design: one factor at a time leaves most pairs unseparated. Every other mode runs

@@ -152,6 +152,7 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
            store: StoreOpt = None) -> None:
     """Runs by status, waves (each with its reason), why the study stopped, and its best cells (or a line per
     study)."""
+    from orchestrator.report import recorded_spec
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
@@ -165,7 +166,7 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
             table.add_row(name, str(sum(counts.values())), _counts(counts), best, stop)
         console.print(table)
         return
-    spec = _recorded_spec(db, study)
+    spec = recorded_spec(db, study)
     runs = db.runs(study)
     console.print(f"Study [bold]{study}[/] in {db.display_url}", highlight=False, soft_wrap=True)
     waves = Table("wave", "why", "runs", "by status", "finished")
@@ -201,13 +202,14 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File; default stdout.")] = None,
            store: StoreOpt = None) -> None:
     """One row per run: params, status, metrics, timings, error."""
+    from orchestrator.report import recorded_spec
     from orchestrator.store import Store
     from orchestrator.summary import runs_frame
 
     if format not in ("csv", "json"):
         raise WavesweepError(f"--format: must be csv or json; got {format!r}")
     db = Store(store, writer=False)
-    _recorded_spec(db, study)
+    recorded_spec(db, study)
     frame = runs_frame(db.runs(study))
     for column in ("started_at", "finished_at"):
         frame[column] = frame[column].map(lambda t: t.isoformat() if t is not None else None)
@@ -305,14 +307,6 @@ def _print_blind_spots(spec, runs: list[dict]) -> None:
                   highlight=False)
     for cell in proposal:
         console.print("  " + ", ".join(f"{k}={v}" for k, v in cell.levels.items()), highlight=False)
-
-
-def _recorded_spec(db, study: str) -> dict:
-    spec = db.study_spec(study)
-    if spec is None:
-        known = ", ".join(db.study_names()) or "none"
-        raise WavesweepError(f"study {study!r} is not in {db.display_url} (studies there: {known})")
-    return spec
 
 
 def _store_flag(store: str | None) -> str:

@@ -12,6 +12,17 @@ if TYPE_CHECKING:
     from orchestrator.analysis import EffectsResult, FanovaResult
 
 
+def recorded_spec(db, study: str) -> dict[str, Any]:
+    """The spec a study was recorded with; an error naming the studies the store does hold otherwise."""
+    from orchestrator.errors import WavesweepError
+
+    spec = db.study_spec(study)
+    if spec is None:
+        known = ", ".join(db.study_names()) or "none"
+        raise WavesweepError(f"study {study!r} is not in {db.display_url} (studies there: {known})")
+    return spec
+
+
 def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> pd.DataFrame:
     """The store's run records as the analysis wants them: one column per factor, the response, the status."""
     frame = pd.DataFrame.from_records(runs)

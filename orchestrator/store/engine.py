@@ -203,14 +203,18 @@ def ensure_schema(engine: Engine, url: str, *, writer: bool = True) -> None:
     head = head_revision(engine)
     if current == head:
         return
-    from alembic.script import ScriptDirectory
-
-    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()}
-    if current in known:
+    if current in known_revisions(engine):
         raise SchemaOutOfDate(f"store {mask(url)} has schema {current}, this wavesweep needs {head}. Back it up, "
                               f"then run: wavesweep db upgrade --store '{mask(url)}'")
     raise SchemaOutOfDate(f"store {mask(url)} has schema {current}, which this wavesweep does not know (a newer "
                           "version wrote it); upgrade wavesweep")
+
+
+def known_revisions(engine: Engine) -> set[str]:
+    """Every schema revision this wavesweep's migrations know (older ones can be upgraded; others are newer)."""
+    from alembic.script import ScriptDirectory
+
+    return {rev.revision for rev in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()}
 
 
 def _refuse_foreign_tables(conn: Connection, url: str) -> None:
