@@ -87,9 +87,12 @@ def show_overview(url: str, name: str) -> None:
     cols[4].metric(f"best mean {s.metric}", f"{cells['mean'].iloc[0]:.4g}" if len(cells) else "-")
     _state_line(s)
     st.plotly_chart(charts.wave_progress(progress), key="progress")
-    shown = progress.assign(gpu_hours=progress["cost_s"] / 3600, done=progress["done"] * 100).drop(columns="cost_s")
+    # The driver's idle figures and deadlines are in the idle table under the timeline, with their estimates.
+    shown = (progress.assign(gpu_hours=progress["cost_s"] / 3600, done=progress["done"] * 100)
+             .drop(columns=["cost_s", "idle_s", "idle_unit", "capacity", "deadline_at"]))
     st.dataframe(shown, hide_index=True, column_config={
         "done": st.column_config.ProgressColumn("done", format="%.0f%%", min_value=0, max_value=100),
+        "backfill": st.column_config.NumberColumn("backfill runs", help=BACKFILL_HELP),
         "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.3g")})
     st.subheader("Best configuration so far")
     if cells.empty:
@@ -114,15 +117,34 @@ def _timeline(s: data.Study) -> None:
     bars = bars[bars["wave"].isin(chosen)]
     if bars.empty:
         st.info("No run has started yet.")
+    else:
+        st.plotly_chart(charts.timeline(bars, unit), key="timeline")
+    idle = idle[idle["source"].notna()]
+    if idle.empty:
         return
-    st.plotly_chart(charts.timeline(bars, unit), key="timeline")
-    st.caption(f"Idle {unit}-seconds per wave = lanes x (first start to last end) - busy {unit}-seconds.")
+    st.caption(IDLE_HELP)
     shown = idle.assign(idle_share=idle["idle_share"] * 100)
-    st.dataframe(shown, hide_index=True, column_config=_numbers(shown) | {
+    st.dataframe(shown, hide_index=True, key="idle_table", column_config=_numbers(shown) | {
+        "source": st.column_config.TextColumn("source", help="driver: counted by the driver; run times: estimated "
+                                                             "from run times"),
+        "capacity": st.column_config.NumberColumn("capacity", format="%g", help="GPUs or CPUs (driver), or lanes"),
         "span_s": st.column_config.NumberColumn("wave span (s)", format="%.4g"),
-        "busy_s": st.column_config.NumberColumn(f"busy {unit}-s", format="%.4g"),
-        "idle_s": st.column_config.NumberColumn(f"idle {unit}-s", format="%.4g"),
-        "idle_share": st.column_config.NumberColumn("idle share", format="%.0f%%")})
+        "busy_s": st.column_config.NumberColumn("busy device-s", format="%.4g"),
+        "idle_s": st.column_config.NumberColumn("idle device-s", format="%.4g", help="in the row's unit"),
+        "idle_share": st.column_config.NumberColumn("idle share", format="%.0f%%",
+                                                    help="idle / (capacity x wave span)"),
+        "deadline_passed": st.column_config.CheckboxColumn("deadline passed"),
+        "deadline_at": st.column_config.DatetimeColumn("deadline passed at (UTC)"),
+        "backfill": st.column_config.NumberColumn("backfill runs", help=BACKFILL_HELP)})
+
+
+IDLE_HELP = ("Idle device-seconds per wave (GPU-seconds, or CPU-seconds on a cluster without GPUs). Source "
+             "\"driver\": counted by the driver while the wave was the oldest open one, exact also when waves "
+             "overlap. Source \"run times\": estimated from run times as lanes x (first start to last end) - busy "
+             "lane-seconds, for waves the driver did not count (recorded before it did, or still running); it "
+             "overstates idle time when the next wave's runs start before this one ends. Idle share = idle / "
+             "(capacity x wave span).")
+BACKFILL_HELP = "Runs added to the wave to fill devices idle at its tail: replicates of its best cells."
 
 
 def _state_line(s: data.Study) -> None:
@@ -144,12 +166,13 @@ def show_runs(url: str, name: str) -> None:
             values = sorted(s.runs[f"param.{factor}"].dropna().unique().tolist(), key=str)
             levels[factor] = st.multiselect(factor, values, key=f"runs_level_{factor}")
     runs = data.filter_runs(s.runs, statuses, waves, levels)
-    columns = (["run_id", "wave", "status"] + [f"param.{f}" for f in s.factors] + ["seed"]
+    columns = (["run_id", "wave", "status"] + [f"param.{f}" for f in s.factors] + ["seed", "backfill"]
                + sorted(c for c in runs.columns if c.startswith("metric."))
                + ["wall_s", "host", "device", "attempts", "error_kind", "error_message", "started_at", "finished_at"])
     st.caption(f"{len(runs)} of {len(s.runs)} runs. Click a column to sort; select a row for its learning curves.")
     event = st.dataframe(runs[columns], hide_index=True, on_select="rerun", selection_mode="single-row",
-                         key="runs_table")
+                         key="runs_table", column_config={
+                             "backfill": st.column_config.CheckboxColumn("backfill", help=BACKFILL_HELP)})
     if runs.empty:
         return
     rows = event.selection.rows if event is not None else []

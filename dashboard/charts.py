@@ -16,6 +16,7 @@ STATUS_COLORS = {
     "TIMEOUT": "#9467bd", "OOM": "#8c564b", "PRUNED": "#7f7f7f",
 }
 SIGNIFICANT, INERT = "#d62728", "#7f7f7f"
+DESIGNED, BACKFILL = "designed", "backfill"  # timeline: a wave's own cells, and replicates filling idle devices
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 420) -> go.Figure:
@@ -37,14 +38,20 @@ def wave_progress(progress: pd.DataFrame) -> go.Figure:
 
 
 def timeline(bars: pd.DataFrame, unit: str) -> go.Figure:
-    """One lane per GPU (or CPU slot), a bar per run coloured by wave; the gaps are idle time."""
-    frame = bars.assign(wave=bars["wave"].astype(str))
-    fig = px.timeline(frame, x_start="start", x_end="end", y="lane", color="wave",
-                      hover_data={"run_id": True, "status": True, "seconds": ":.1f"})
+    """One lane per GPU (or CPU slot), a bar per run coloured by wave and hatched when it is a backfill run (its
+    own legend entry, "<wave>, backfill"); the gaps are idle time."""
+    backfill = bars["backfill"].astype(bool)
+    frame = bars.assign(wave=bars["wave"].astype(str), run=np.where(backfill, BACKFILL, DESIGNED))
+    # Patterns only when there is a backfill run: otherwise every legend entry would read "<wave>, designed".
+    hatch = {"pattern_shape": "run", "pattern_shape_map": {DESIGNED: "", BACKFILL: "/"},
+             "category_orders": {"run": [DESIGNED, BACKFILL]}} if backfill.any() else {}
+    fig = px.timeline(frame, x_start="start", x_end="end", y="lane", color="wave", **hatch,
+                      hover_data={"run_id": True, "status": True, "run": True, "seconds": ":.1f"})
     lanes = sorted(frame["lane"].unique(), key=_natural)  # node2 cuda:10 after node2 cuda:9
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=lanes, autorange="reversed")
     what = "GPU timeline: one lane per GPU" if unit == "GPU" else "Run timeline: one lane per CPU slot (no GPU used)"
-    return _layout(fig, f"{what}; gaps are idle time", "time (UTC)", "lane (host device)",
+    what += "; gaps are idle time" + ("; hatched: backfill runs" if backfill.any() else "")
+    return _layout(fig, what, "time (UTC)", "lane (host device)",
                    height=max(260, 60 + 28 * len(lanes)))
 
 

@@ -18,7 +18,14 @@ from sqlalchemy import Engine, String, and_, case, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from orchestrator.status import RunStatus
-from orchestrator.store.models import CurvePointModel, MetricModel, RunModel, StudyModel, WaveModel, decode_float
+from orchestrator.store.models import (
+    CurvePointModel,
+    MetricModel,
+    RunModel,
+    StudyModel,
+    WaveModel,
+    decode_float,
+)
 
 STATUSES = [s.value for s in RunStatus]
 UNFINISHED = ("PENDING", "RUNNING")
@@ -28,8 +35,9 @@ UNFINISHED = ("PENDING", "RUNNING")
 class Study:
     """One study as every per-study view needs it. ``runs`` has one row per run: ``run_id``, ``wave``,
     ``cell_key``, ``seed``, ``status``, ``attempts``, ``started_at``, ``finished_at`` (UTC), ``wall_s``, ``host``,
-    ``device``, ``error_kind``, ``error_message``, ``param.<factor>``, ``metric.<name>`` and ``cost_s`` (what the
-    run cost: GPU-seconds, or its wall time when it held no GPU, as the budget counts it)."""
+    ``device``, ``error_kind``, ``error_message``, ``backfill`` (added to fill devices idle at its wave's tail),
+    ``param.<factor>``, ``metric.<name>`` and ``cost_s`` (what the run cost: GPU-seconds, or its wall time when it
+    held no GPU, as the budget counts it)."""
 
     name: str
     spec: dict[str, Any]  # as recorded
@@ -39,7 +47,9 @@ class Study:
     mode: str
     stop_reason: str | None
     stopped_at: datetime | None
-    waves: pd.DataFrame  # number, design, reason, created_at, finished_at, runs, one column per status present
+    # number, design, reason, runs, one column per status present, created_at, finished_at, the driver's idle_s,
+    # idle_unit and capacity (NaN where it did not count them), deadline_at (NaT unless it passed), backfill (runs)
+    waves: pd.DataFrame
     runs: pd.DataFrame
 
     @property
@@ -129,9 +139,9 @@ def load_study(engine: Engine, name: str) -> Study | None:
         if row is None:
             return None
         waves = pd.DataFrame(conn.execute(
-            select(WaveModel.number, WaveModel.design, WaveModel.reason, WaveModel.created_at, WaveModel.finished_at)
-            .where(WaveModel.study_id == row.id).order_by(WaveModel.number)).all(),
-            columns=["number", "design", "reason", "created_at", "finished_at"])
+            select(WaveModel.number, WaveModel.design, WaveModel.reason, WaveModel.created_at, WaveModel.finished_at,
+                   WaveModel.idle_s, WaveModel.idle_unit, WaveModel.capacity, WaveModel.deadline_at)
+            .where(WaveModel.study_id == row.id).order_by(WaveModel.number)).all(), columns=_WAVE_COLUMNS)
         counts = conn.execute(
             select(WaveModel.number, type_coerce(RunModel.status, String), func.count())
             .join(RunModel, RunModel.wave_id == WaveModel.id).where(WaveModel.study_id == row.id)
@@ -141,22 +151,26 @@ def load_study(engine: Engine, name: str) -> Study | None:
                    RunModel.seed,
                    type_coerce(RunModel.status, String), RunModel.attempts, _raw(RunModel.started_at),
                    _raw(RunModel.finished_at), RunModel.wall_s, RunModel.host, RunModel.device, RunModel.error_kind,
-                   RunModel.error_message)
+                   RunModel.error_message, RunModel.backfill)
             .join(WaveModel, RunModel.wave_id == WaveModel.id).where(RunModel.study_id == row.id)
             .order_by(WaveModel.number, RunModel.id)).all()
         metrics = conn.execute(
             select(MetricModel.run_id, MetricModel.name, MetricModel.value, MetricModel.kind)
             .join(RunModel, MetricModel.run_id == RunModel.id).where(RunModel.study_id == row.id)).all()
     spec = row.spec
+    runs = _runs_frame(runs, metrics, list(spec["factors"]))
     return Study(
         name=name, spec=spec, factors=list(spec["factors"]), metric=spec["response"]["metric"],
         goal=spec["response"].get("goal", "minimize"), mode=spec.get("strategy", {}).get("mode", "auto"),
-        stop_reason=row.stop_reason, stopped_at=row.stopped_at,
-        waves=_wave_counts(waves, counts), runs=_runs_frame(runs, metrics, list(spec["factors"])),
+        stop_reason=row.stop_reason, stopped_at=row.stopped_at, waves=_wave_counts(waves, counts, runs), runs=runs,
     )
 
 
-def _wave_counts(waves: pd.DataFrame, counts: list) -> pd.DataFrame:
+_WAVE_COLUMNS = ["number", "design", "reason", "created_at", "finished_at", "idle_s", "idle_unit", "capacity",
+                 "deadline_at"]
+
+
+def _wave_counts(waves: pd.DataFrame, counts: list, runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(counts, columns=["number", "status", "n"])
     wide = table.pivot_table(index="number", columns="status", values="n", aggfunc="sum", fill_value=0)
     wide = wide[[s for s in STATUSES if s in wide.columns]]
@@ -164,6 +178,9 @@ def _wave_counts(waves: pd.DataFrame, counts: list) -> pd.DataFrame:
     present = list(wide.columns)
     out[present] = out[present].fillna(0).astype(int)
     out.insert(3, "runs", out[present].sum(axis=1) if present else 0)
+    out[["idle_s", "capacity"]] = out[["idle_s", "capacity"]].astype(float)
+    out["deadline_at"] = pd.to_datetime(out["deadline_at"], utc=True)
+    out["backfill"] = out["number"].map(runs.groupby("wave")["backfill"].sum()).fillna(0).astype(int)
     return out
 
 
@@ -174,7 +191,7 @@ def _raw(column):
 
 
 _RUN_COLUMNS = ["run_id", "wave", "cell_key", "params", "seed", "status", "attempts", "started_at", "finished_at",
-                "wall_s", "host", "device", "error_kind", "error_message"]
+                "wall_s", "host", "device", "error_kind", "error_message", "backfill"]
 
 
 def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
@@ -194,6 +211,7 @@ def _params(values: list) -> list[dict]:
 
 def _runs_frame(rows: list, metric_rows: list, factors: list[str]) -> pd.DataFrame:
     runs = _frame(rows, _RUN_COLUMNS)
+    runs["backfill"] = runs["backfill"].astype(bool)
     params = pd.DataFrame.from_records(_params(list(runs.pop("params"))), index=runs.index, columns=factors)
     runs[[f"param.{f}" for f in factors]] = params
     for column in ("started_at", "finished_at"):
@@ -273,31 +291,58 @@ def wave_progress(study: Study) -> pd.DataFrame:
 
 
 def timeline(study: Study, now: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(bars, idle per wave, unit). Bars: one per run and device it held (run_id, wave, status, lane, start, end,
-    seconds); a run still RUNNING ends at ``now``. Lanes are host + GPU; CPU runs of one host share its lane and
-    get numbered slots when they overlap. Idle per wave: wave, lanes, span_s (first start to last end), busy_s,
-    idle_s = lanes x span - busy (lanes: all lanes the study used), idle_share. Unit: "GPU" or "slot"."""
+    """(bars, idle per wave, unit). Bars: one per run and device it held (run_id, wave, status, backfill, lane, start,
+    end, seconds); a run still RUNNING ends at ``now``. Lanes are host + GPU; CPU runs of one host share its lane and
+    get numbered slots when they overlap. Unit of the lanes: "GPU" or "slot". Idle per wave: see :func:`idle`."""
     now = now or datetime.now(UTC)
     runs = study.runs[study.runs["started_at"].notna()]
-    idle = pd.DataFrame(columns=["wave", "lanes", "span_s", "busy_s", "idle_s", "idle_share"])
     if runs.empty:
-        return pd.DataFrame(columns=["run_id", "wave", "status", "lane", "start", "end", "seconds"]), idle, "slot"
+        bars = pd.DataFrame(columns=["run_id", "wave", "status", "backfill", "lane", "start", "end", "seconds"])
+        return bars, idle(study, bars, "slot"), "slot"
     bars = pd.DataFrame({"run_id": runs["run_id"], "wave": runs["wave"], "status": runs["status"],
-                         "host": runs["host"].fillna("?"), "device": runs["device"].map(_devices),
+                         "backfill": runs["backfill"], "host": runs["host"].fillna("?"),
+                         "device": runs["device"].map(_devices),
                          "start": runs["started_at"], "end": runs["finished_at"].fillna(pd.Timestamp(now))})
     bars = bars.explode("device", ignore_index=True)
     unit = "GPU" if bars["device"].str.startswith("cuda").any() else "slot"
     bars["lane"] = _slots(bars["host"] + " " + bars["device"], bars["start"], bars["end"])
     bars["seconds"] = (bars["end"] - bars["start"]).dt.total_seconds()
-    bars = bars.drop(columns=["host", "device"])
+    return bars.drop(columns=["host", "device"]), idle(study, bars, unit), unit
+
+
+IDLE_COLUMNS = ["wave", "source", "unit", "capacity", "lanes", "span_s", "busy_s", "idle_s", "idle_share",
+                "deadline_passed", "deadline_at", "backfill"]
+
+
+def idle(study: Study, bars: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Idle time per wave of the study, a row each. ``source`` "driver" where the driver counted the wave's idle
+    device-seconds: ``idle_s`` in ``unit`` GPU or CPU, of ``capacity`` GPUs or CPUs. "run times" where it did not
+    (waves recorded before it did, or still running) but runs started: idle_s = lanes x span_s - busy_s in ``unit``
+    GPU or slot, capacity = lanes (every lane the study used); it counts the lanes other waves' runs hold during
+    the span as idle, so it overstates once waves overlap. None (idle_s NaN) for a wave with neither. span_s: the
+    wave's runs' first start to last end; busy_s: their lane-seconds; idle_share = idle_s / (capacity x span_s),
+    NaN where that is 0 or unknown; deadline_passed and deadline_at: whether and when the driver stopped waiting
+    for its stragglers; backfill: its runs added to fill devices idle at its tail."""
+    waves = study.waves
+    out = pd.DataFrame({"wave": waves["number"]}, index=waves.index)
     lanes = bars["lane"].nunique()
     per_wave = bars.groupby("wave").agg(first=("start", "min"), last=("end", "max"), busy_s=("seconds", "sum"))
-    per_wave["span_s"] = (per_wave["last"] - per_wave["first"]).dt.total_seconds()
-    per_wave["lanes"] = lanes
-    per_wave["idle_s"] = (lanes * per_wave["span_s"] - per_wave["busy_s"]).clip(lower=0)
-    per_wave["idle_share"] = per_wave["idle_s"] / (lanes * per_wave["span_s"]).where(per_wave["span_s"] > 0)
-    idle = per_wave.reset_index()[["wave", "lanes", "span_s", "busy_s", "idle_s", "idle_share"]]
-    return bars, idle, unit
+    span = (per_wave["last"] - per_wave["first"]).dt.total_seconds() if len(per_wave) else per_wave["busy_s"]
+    out["span_s"] = out["wave"].map(span).astype(float)
+    out["busy_s"] = out["wave"].map(per_wave["busy_s"]).astype(float)
+    counted, started = waves["idle_s"].notna(), out["span_s"].notna()
+    out["source"] = np.where(counted, "driver", np.where(started, "run times", None))
+    out["unit"] = np.where(counted, waves["idle_unit"], np.where(started, unit, None))
+    out["capacity"] = waves["capacity"].where(counted, np.where(started, float(lanes), np.nan))
+    out["lanes"] = lanes
+    estimate = (lanes * out["span_s"] - out["busy_s"]).clip(lower=0)
+    out["idle_s"] = waves["idle_s"].where(counted, estimate)
+    room = out["capacity"] * out["span_s"]
+    out["idle_share"] = out["idle_s"] / room.where(room > 0)
+    out["deadline_at"] = waves["deadline_at"]
+    out["deadline_passed"] = waves["deadline_at"].notna()
+    out["backfill"] = waves["backfill"]
+    return out[IDLE_COLUMNS].reset_index(drop=True)
 
 
 def _devices(device: str | None) -> list[str]:

@@ -16,7 +16,13 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from orchestrator.store.engine import current_revision, head_revision, known_revisions, mask, resolve_url
+from orchestrator.store.engine import (
+    current_revision,
+    head_revision,
+    known_revisions,
+    mask,
+    resolve_url,
+)
 
 
 class StoreUnreadable(Exception):

@@ -1,13 +1,14 @@
-"""The live attempts of one wave on Ray: submitted, followed (events, heartbeats, timeouts), ended or retried.
+"""The live attempts of a study on Ray: submitted, followed (events, heartbeats, timeouts) and ended.
 
-What follows a failure is decided by the rules of ``orchestrator/retry.py``. A timeout or a lost heartbeat kills the
-attempt's worker process (``ray.cancel(force=True)``), which frees its GPU for the next run.
+What follows a failure is decided by the rules of ``orchestrator/retry.py``: a retried attempt comes back as a
+:class:`Retry` event and the driver's scheduler queues the next one (it decides when and where capacity allows). A
+timeout or a lost heartbeat kills the attempt's worker process (``ray.cancel(force=True)``), which frees its GPU.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ class Attempt:
     job: Job
     number: int
     gpus: float
+    cpus: float
     started: float | None = None  # time.monotonic() when the driver saw it start
     last_beat: float = 0.0  # time.monotonic() of its last heartbeat (or of its start)
     started_at: datetime | None = None
@@ -33,22 +35,30 @@ class Attempt:
     device: str | None = None
 
 
-class WaveAttempts:
-    """The live attempts of one wave: submits them, follows their events and heartbeats, ends or retries them."""
+class Attempts:
+    """The live attempts of a study: submits them, follows their events and heartbeats, ends them.
 
-    def __init__(self, spec: Spec, gpus: float, inbox: Any):
-        self.spec, self.res, self.gpus, self.inbox = spec, spec.resources, gpus, inbox
+    ``use_gpus``: whether runs take GPUs at all (a cluster without GPUs runs them on CPUs, whatever they ask)."""
+
+    def __init__(self, spec: Spec, use_gpus: bool, inbox: Any):
+        self.spec, self.res, self.use_gpus, self.inbox = spec, spec.resources, use_gpus, inbox
         self.live: dict[Any, Attempt] = {}  # Ray object ref -> attempt
         self.current: dict[str, Attempt] = {}  # cell key -> its live attempt
         # A run with no heartbeat for the grace period is lost; beat a few times within it.
         self.heartbeat_s = min(5.0, self.res.heartbeat_grace_s / 4)
 
+    def request(self, job: Job, alone: bool) -> tuple[float, float]:
+        """(num_gpus, num_cpus) of an attempt of ``job``; ``alone``: a retry with nothing beside it."""
+        gpus = job.gpus if self.use_gpus else 0.0
+        if alone:
+            return alone_request(gpus, self.res.cpus_per_run, _largest_node_cpus())
+        return gpus, self.res.cpus_per_run
+
     def submit(self, job: Job, number: int, alone: bool) -> None:
         from orchestrator.ray_tasks import run_cell_task
 
         res = self.res
-        gpus, cpus = (alone_request(self.gpus, res.cpus_per_run, _largest_node_cpus()) if alone
-                      else (self.gpus, res.cpus_per_run))
+        gpus, cpus = self.request(job, alone)
         # max_calls: how many runs one worker process serves before Ray replaces it. Ray's default for GPU tasks
         # is 1 (a fresh process per run); warm reuse needs the process, and the model it loaded, to live on. A run
         # retried alone gets a fresh process: memory an earlier run left behind may be what it ran out of.
@@ -61,7 +71,7 @@ class WaveAttempts:
             "artifact_dir": job.artifact_dir, "num_cpus": max(1, int(cpus)), "gpus": gpus, "warm_reuse": warm,
             "attempt": number, "heartbeat_s": self.heartbeat_s,
         }
-        attempt = Attempt(job, number, gpus)
+        attempt = Attempt(job, number, gpus, cpus)
         self.live[task.remote(payload, self.inbox)] = attempt
         self.current[job.cell.key] = attempt
 
@@ -115,8 +125,7 @@ class WaveAttempts:
         del self.current[key]
         decision = decide(result.error_kind, attempt.number, self.res.max_retries)
         if result.status != RunStatus.COMPLETE and decision.retry:
-            yield Retry(key, result, attempt.number, decision.alone)
-            self.submit(attempt.job, attempt.number + 1, decision.alone)
+            yield Retry(key, result, attempt.number, decision.alone)  # the scheduler queues the next attempt
         else:
             yield Finished(key, result)
 
@@ -134,6 +143,37 @@ class WaveAttempts:
             # node died (SIGKILL, the kernel's OOM killer, preemption, a segfault in a kernel).
             return self._failure(self.live[ref], "worker_died", f"{type(exc).__name__}: {exc}")
         return RunResult(**raw)
+
+    def step(self, poll: Callable[[], None] | None = None) -> Iterator[Event]:
+        """Wait up to 0.5 s for an attempt to end, and yield what happened meanwhile (``poll`` is called first)."""
+        import ray
+
+        if poll is not None:
+            poll()
+        if not self.live:
+            time.sleep(0.05)  # nothing runs: the driver is about to submit or to stop
+            return
+        ready, _ = ray.wait(list(self.live), num_returns=1, timeout=0.5)
+        # Drain after wait: a task's events are all in the inbox before its result is ready.
+        yield from self.drain()
+        for ref in ready:
+            yield from self.end(ref, self.result(ref))
+        yield from self.watch()
+
+    def used(self) -> tuple[float, float]:
+        """(GPUs, CPUs) the live attempts hold (or wait for, when Ray has queued them)."""
+        return sum(a.gpus for a in self.live.values()), sum(a.cpus for a in self.live.values())
+
+    def running_for(self, key: str) -> float | None:
+        """Seconds since the live attempt of cell ``key`` started; None if it has not started or is not live."""
+        attempt = self.current.get(key)
+        return time.monotonic() - attempt.started if attempt is not None and attempt.started is not None else None
+
+    def cancel_all(self) -> None:
+        import ray
+
+        for ref in self.live:
+            ray.cancel(ref, force=True)
 
     def _attempt(self, key: str, number: int) -> Attempt | None:
         attempt = self.current.get(key)

@@ -6,16 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import WavesweepError
-
-if TYPE_CHECKING:
-    from orchestrator.executor import Event
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run studies of LLM experiments as factorial waves on Ray, recorded in a SQL store.")
@@ -25,7 +22,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 StoreOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--store", help="SQLAlchemy URL of the store; default $WAVESWEEP_STORE, else sqlite:///wavesweep.db"),
 ]
 
@@ -46,8 +43,8 @@ def main() -> None:
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
     store: StoreOpt = None,
-    gpus: Annotated[Optional[int], typer.Option(help="GPUs to declare for a local Ray (logical ones are fine).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs to declare for a local Ray (logical ones are fine).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
 ) -> None:
     """Run a study: design its waves, run them on Ray, record everything in the store. Resumes where it stopped."""
     from orchestrator.driver import has_work, run_study
@@ -68,12 +65,13 @@ def run(
         from contextlib import nullcontext
 
         from orchestrator.lease import StudyLease
+        from orchestrator.progress import StudyProgress
 
         # A study that another driver runs is refused before Ray starts (run_study takes the lease of a new one).
         study_id = db.study_id(spec.study)
         lease = StudyLease(db, study_id, spec.study) if study_id is not None else nullcontext()
         with lease, RayExecutor(address=ray_address, num_gpus=gpus) as executor:
-            outcome = run_study(spec, db, executor, _WaveProgress(spec.response.metric))
+            outcome = run_study(spec, db, executor, StudyProgress(spec.response.metric, console))
         if outcome.ran:
             console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave, mode {outcome.mode}).",
                           highlight=False, soft_wrap=True)
@@ -92,10 +90,10 @@ def run(
 @app.command()
 def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
-    gpus: Annotated[Optional[int], typer.Option(help="GPUs (or CPU slots) the study will get; sizes the waves when "
-                                                     "the spec has no runs_per_wave.")] = None,
-    minutes_per_run: Annotated[Optional[float], typer.Option(help="Per-run estimate for the cost; default: the "
-                                                                  "median of the study's finished runs.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs (or CPU slots) the study will get; sizes the waves when "
+                                                  "the spec has no runs_per_wave.")] = None,
+    minutes_per_run: Annotated[float | None, typer.Option(help="Per-run estimate for the cost; default: the "
+                                                               "median of the study's finished runs.")] = None,
     store: StoreOpt = None,
 ) -> None:
     """The waves a study will run, which effects each prefix of waves can estimate, and what it will cost."""
@@ -148,11 +146,13 @@ def _history_minutes(study: str, store: str | None) -> float | None:
 
 
 @app.command()
-def status(study: Annotated[Optional[str], typer.Argument(help="A study; all studies when omitted.")] = None,
+def status(study: Annotated[str | None, typer.Argument(help="A study; all studies when omitted.")] = None,
            store: StoreOpt = None) -> None:
     """Runs by status, waves (each with its reason), why the study stopped, and its best cells (or a line per
     study)."""
-    from orchestrator.report import recorded_spec
+    from datetime import UTC, datetime
+
+    from orchestrator.report import lease_line, recorded_spec, wave_table
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
@@ -169,16 +169,9 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
     spec = recorded_spec(db, study)
     runs = db.runs(study)
     console.print(f"Study [bold]{study}[/] in {db.display_url}", highlight=False, soft_wrap=True)
-    waves = Table("wave", "why", "runs", "by status", "finished")
-    for wave in db.waves(study):
-        counts: dict[str, int] = {}
-        for r in runs:
-            if r["wave"] == wave["number"]:
-                counts[r["status"]] = counts.get(r["status"], 0) + 1
-        finished = wave["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if wave["finished_at"] else "-"
-        waves.add_row(str(wave["number"]), wave["reason"], str(sum(counts.values())),
-                      _counts(counts), finished)
-    console.print(waves)
+    console.print(lease_line(db.lease(db.study_id(study)), datetime.now(UTC)), highlight=False,
+                  soft_wrap=True, markup=False)
+    console.print(wave_table(db.waves(study), runs))
     info = db.study_info(study) or {}
     if info.get("stop_reason"):
         stopped = info["stopped_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if info.get("stopped_at") else "-"
@@ -199,7 +192,7 @@ def status(study: Annotated[Optional[str], typer.Argument(help="A study; all stu
 @app.command()
 def export(study: Annotated[str, typer.Argument(help="The study to export.")],
            format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File; default stdout.")] = None,
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="File; default stdout.")] = None,
            store: StoreOpt = None) -> None:
     """One row per run: params, status, metrics, timings, error."""
     from orchestrator.report import recorded_spec
@@ -227,17 +220,17 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
 
 @app.command()
 def analyze(
-    study: Annotated[Optional[str], typer.Argument(help="A study in the store (or --csv, or --optuna-storage).")] = None,
+    study: Annotated[str | None, typer.Argument(help="A study in the store (or --csv, or --optuna-storage).")] = None,
     store: StoreOpt = None,
-    csv: Annotated[Optional[Path], typer.Option(help="Analyse runs from a CSV file instead (one row per run).")] = None,
-    optuna_storage: Annotated[Optional[str], typer.Option(
+    csv: Annotated[Path | None, typer.Option(help="Analyse runs from a CSV file instead (one row per run).")] = None,
+    optuna_storage: Annotated[str | None, typer.Option(
         help="Analyse an Optuna study instead: its storage URL (with --optuna-study).")] = None,
-    optuna_study: Annotated[Optional[str], typer.Option(help="With --optuna-storage: the study name.")] = None,
-    response: Annotated[Optional[str], typer.Option(
+    optuna_study: Annotated[str | None, typer.Option(help="With --optuna-storage: the study name.")] = None,
+    response: Annotated[str | None, typer.Option(
         help="With --csv: the response column. With Optuna: the objective's name or index (multi-objective).")] = None,
-    factors: Annotated[Optional[str], typer.Option(help="With --csv: factor columns, comma-separated.")] = None,
+    factors: Annotated[str | None, typer.Option(help="With --csv: factor columns, comma-separated.")] = None,
     log: Annotated[str, typer.Option(help="With --csv: factors on a log scale, comma-separated.")] = "",
-    goal: Annotated[Optional[str], typer.Option(
+    goal: Annotated[str | None, typer.Option(
         help="With --csv: minimize or maximize the response (reparametrisation hints need it; default minimize).")] = None,
     method: Annotated[str, typer.Option(
         help="ols (designed runs: effects with CIs), fanova (undesigned runs: variance shares with bootstrap CIs "
@@ -246,7 +239,7 @@ def analyze(
     adjust: Annotated[str, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = "holm",
     alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,
     seed: Annotated[int, typer.Option(help="fanova: seed of the forests, bootstrap and permutations.")] = 0,
-    detect: Annotated[Optional[float], typer.Option(
+    detect: Annotated[float | None, typer.Option(
         help="ols: also print the runs needed to detect this coded effect with 80% power.")] = None,
 ) -> None:
     """Effects and interactions with CIs (designed runs) or a variance decomposition (undesigned runs)."""
@@ -345,47 +338,3 @@ def _print_best(runs: list[dict], metric: str, goal: str) -> None:
     console.print(f"Best configuration: {config} ({metric} = {first['mean']:.4g})", highlight=False, soft_wrap=True)
 
 
-class _WaveProgress:
-    """A Rich progress bar per wave, and a line per finished run."""
-
-    def __init__(self, metric: str):
-        self.metric = metric
-        self.progress = None
-        self.task = None
-        self.running = 0
-        self.levels: dict[str, str] = {}
-
-    def wave_started(self, number: int, cells: list, reason: str) -> None:
-        console.print(f"[bold]Wave {number}[/]: {len(cells)} runs ({reason})", highlight=False, soft_wrap=True)
-        self.levels = {c.key: " ".join(f"{k}={v}" for k, v in c.levels.items()) + f" seed={c.seed}" for c in cells}
-        self.running = 0
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        # A fresh bar per wave: one Progress for the whole study would redraw the finished waves' bars too.
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console)
-        self.progress.start()
-        self.task = self.progress.add_task(f"wave {number}", total=len(cells), state="")
-
-    def event(self, event: Event) -> None:
-        from orchestrator.executor import Finished, Retry, Started
-
-        if isinstance(event, Started):
-            self.running += 1
-        elif isinstance(event, Retry):
-            self.running = max(0, self.running - 1)
-            how = "alone" if event.alone else "again"
-            self.progress.console.print(f"  {'RETRY':<8} {self.levels.get(event.cell_key, '')}  {event.result.error_kind}"
-                                        f" on attempt {event.attempt}; runs {how}", highlight=False, soft_wrap=True)
-        elif isinstance(event, Finished):
-            self.running = max(0, self.running - 1)
-            self.progress.advance(self.task)
-            result = event.result
-            value = result.metrics.get(self.metric)
-            shown = f"{self.metric}={value:.4g}" if value is not None else (result.error_kind or "")
-            self.progress.console.print(f"  {result.status.value:<8} {self.levels.get(event.cell_key, '')}  {shown}  "
-                                        f"({result.wall_s or 0:.1f} s)", highlight=False, soft_wrap=True)
-        self.progress.update(self.task, state=f"{self.running} running")
-
-    def wave_finished(self, number: int) -> None:
-        self.progress.stop()

@@ -13,11 +13,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Job:
-    """A cell as the executor runs it: the run's full params (references resolved) and its artifact directory."""
+    """A cell as the executor runs it: the run's full params (references resolved), its artifact directory, and the
+    GPUs it asks for (``packing.run_request``: ``resources.gpus_per_run``, or its share with ``auto``)."""
 
     cell: Cell
     params: dict[str, Any]
     artifact_dir: str
+    gpus: float = 1.0
+    inputs: dict[str, str] | None = None  # store references it resolved (recorded when it starts)
 
 
 @dataclass(frozen=True)

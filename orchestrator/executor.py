@@ -2,8 +2,9 @@
 
 Workers never touch the store. They send "started" and learning-curve events, and a heartbeat, to a small inbox actor
 that the driver drains; final results come back as task return values. The driver writes the events to the store.
-The attempts of a wave (retries by the rules of ``orchestrator/retry.py``, timeouts, lost heartbeats) are followed
-in ``orchestrator/attempts.py``; the events are in ``orchestrator/events.py``.
+The live attempts of a study (timeouts, lost heartbeats, failures judged by ``orchestrator/retry.py``) are followed
+in ``orchestrator/attempts.py``; what runs when is decided by the driver's scheduler (``orchestrator/scheduler.py``);
+the events are in ``orchestrator/events.py``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Self
 
 from orchestrator.errors import WavesweepError
 from orchestrator.events import Event, Finished, Job, Progress, Retry, Started
 
 if TYPE_CHECKING:
+    from orchestrator.attempts import Attempts
     from orchestrator.spec import Spec
 
 __all__ = ["Event", "Finished", "Job", "Progress", "RayExecutor", "Retry", "Started"]
@@ -67,45 +70,42 @@ class RayExecutor:
         """Refuse a per-run request that no node can hold (Ray would queue it forever), naming it and the capacity."""
         import ray
 
-        from orchestrator.packing import check_fits, nodes_from_ray
+        from orchestrator.packing import check_fits, largest_request, nodes_from_ray
 
-        check_fits(spec.resources.gpus_per_run, spec.resources.cpus_per_run, nodes_from_ray(ray.nodes()))
+        check_fits(largest_request(spec), spec.resources.cpus_per_run, nodes_from_ray(ray.nodes()))
 
     def slots(self, spec: Spec) -> int:
-        """Runs that fit at once: GPUs / gpus_per_run, or CPUs / cpus_per_run on a cluster without GPUs."""
+        """Runs that fit at once: GPUs / GPUs per run (the mean share with ``gpus_per_run: auto``), or CPUs /
+        cpus_per_run on a cluster without GPUs."""
+        from orchestrator.packing import typical_request
+
         total = self.resources()
-        res = spec.resources
-        if total.get("GPU", 0) > 0 and res.gpus_per_run > 0:
-            return max(1, math.floor(total["GPU"] / res.gpus_per_run + 1e-9))
-        return max(1, math.floor(total.get("CPU", 1) / res.cpus_per_run + 1e-9))
+        gpus = typical_request(spec)
+        if total.get("GPU", 0) > 0 and gpus > 0:
+            return max(1, math.floor(total["GPU"] / gpus + 1e-9))
+        return max(1, math.floor(total.get("CPU", 1) / spec.resources.cpus_per_run + 1e-9))
 
-    def run(self, spec: Spec, jobs: list[Job], poll: Callable[[], None] | None = None) -> Iterator[Event]:
-        """Submit every job of a wave at once (Ray queues what does not fit) and yield events until all end.
+    def capacity(self, spec: Spec) -> tuple[float, float]:
+        """(GPUs, CPUs) of the cluster that runs may take: GPUs are 0 when runs take none (no GPUs, or 0 asked)."""
+        from orchestrator.packing import typical_request
 
-        ``poll`` is called about every 0.5 s (the driver checks its study lease there); what it raises ends the
-        wave, and every attempt still queued or running is cancelled."""
+        total = self.resources()
+        gpus = total.get("GPU", 0.0) if typical_request(spec) > 0 else 0.0
+        return gpus, total.get("CPU", 0.0)
+
+    @contextmanager
+    def session(self, spec: Spec) -> Iterator[Attempts]:
+        """The study's live attempts on Ray, across waves; every attempt still queued or running when the session
+        ends (an error, a lost lease) is cancelled."""
         import ray
 
-        from orchestrator.attempts import WaveAttempts
+        from orchestrator.attempts import Attempts
         from orchestrator.ray_tasks import Inbox
 
-        res = spec.resources
-        gpus = res.gpus_per_run if self.resources().get("GPU", 0) > 0 and res.gpus_per_run > 0 else 0.0
         inbox = Inbox.options(num_cpus=0).remote()
-        wave = WaveAttempts(spec, gpus, inbox)
+        attempts = Attempts(spec, self.capacity(spec)[0] > 0, inbox)
         try:
-            for job in jobs:
-                wave.submit(job, number=1, alone=False)
-            while wave.live:
-                if poll is not None:
-                    poll()
-                ready, _ = ray.wait(list(wave.live), num_returns=1, timeout=0.5)
-                # Drain after wait: a task's events are all in the inbox before its result is ready.
-                yield from wave.drain()
-                for ref in ready:
-                    yield from wave.end(ref, wave.result(ref))
-                yield from wave.watch()
+            yield attempts
         finally:
-            for ref in wave.live:
-                ray.cancel(ref, force=True)
+            attempts.cancel_all()
             ray.kill(inbox)

@@ -16,17 +16,25 @@ more raises CUDA out-of-memory, which the executor retries alone on a whole GPU.
 A share is a power-of-two fraction (1, 1/2, 1/4, 1/8: fractions that tile a GPU exactly, so Ray never strands a
 sliver) with 10% of the memory kept free; a run that needs more than a quarter of a GPU's memory gets it alone:
 two large runs on one GPU contend for compute and bandwidth, and each takes about twice as long.
+
+With ``resources.gpus_per_run: auto`` each run asks for the share of its own estimate (:func:`run_request`), from
+``resources.memory_gb_per_run`` or else its ``model`` param and its ``method`` param (``resources.memory_method``
+when it has none); waves are sized by the mean share over the model levels and nodes checked against the largest.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.errors import SpecError
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Spec
 
 Method = Literal["lora", "full", "inference"]
 GIB = 1024**3
@@ -68,6 +76,129 @@ def gpu_share(estimate_gb: float, gpu_memory_gb: float) -> float:
     while share * 2 <= min(fits, MAX_SHARE):
         share *= 2
     return 1.0 / share
+
+
+AUTO_NEEDS = ("auto needs a 'model' param whose name gives its size (like Qwen/Qwen3.5-0.8B) or "
+              "resources.memory_gb_per_run")
+METHODS = "one of 'lora', 'full' or 'inference' for resources.gpus_per_run: auto"
+
+
+def run_request(spec: Spec, params: Mapping[str, Any]) -> float:
+    """The GPUs (Ray ``num_gpus``) one run asks for; ``params`` are its full params (fixed merged with its levels).
+
+    Raises a SpecError naming the param when auto cannot size the run; :func:`auto_problems` refuses such specs
+    up front, so this only fires for params that did not come from the validated spec.
+    """
+    res = spec.resources
+    if res.gpus_per_run != "auto":
+        return float(res.gpus_per_run)
+    if res.memory_gb_per_run is not None:
+        estimate, method, field, value = (res.memory_gb_per_run, None, "resources.memory_gb_per_run",
+                                          res.memory_gb_per_run)
+    else:
+        if "model" not in params:
+            raise SpecError([("resources.gpus_per_run", AUTO_NEEDS, "auto")])
+        model, method = params["model"], params.get("method", res.memory_method)
+        if not _is_method(method):
+            raise SpecError([(_where(spec, "method", method), f"must be {METHODS}", method)])
+        if not _has_size(model):
+            raise SpecError([(_where(spec, "model", model), _NO_SIZE, model)])
+        estimate, field, value = memory_gb(model, method), _where(spec, "model", model), model
+    if not _fits(estimate, res.gpu_memory_gb):
+        raise SpecError([(field, _too_big(estimate, res.gpu_memory_gb, method), value)])
+    return gpu_share(estimate, res.gpu_memory_gb)
+
+
+def typical_request(spec: Spec) -> float:
+    """GPUs per run for sizing waves (how many runs fit at once): the mean request over the model (and method)
+    levels. Each level appears equally often in the full factorial, so this is also the mean over its cells."""
+    requests = [run_request(spec, p) for p in _level_params(spec)]
+    return sum(requests) / len(requests)
+
+
+def largest_request(spec: Spec) -> float:
+    """The largest request over the model (and method) levels: what some node must hold (:func:`check_fits`)."""
+    return max(run_request(spec, p) for p in _level_params(spec))
+
+
+def auto_problems(spec: Spec) -> list[tuple[str, str, Any]]:
+    """Why ``gpus_per_run: auto`` cannot size every run of the spec, as SpecError problems (empty when it can)."""
+    res = spec.resources
+    if res.gpus_per_run != "auto":
+        return []
+    if res.memory_gb_per_run is not None:
+        if not _fits(res.memory_gb_per_run, res.gpu_memory_gb):
+            return [("resources.memory_gb_per_run", _too_big(res.memory_gb_per_run, res.gpu_memory_gb, None),
+                     res.memory_gb_per_run)]
+        return []
+    models = _param_values(spec, "model")
+    if not models:
+        return [("resources.gpus_per_run", AUTO_NEEDS, "auto")]
+    methods = _param_values(spec, "method")
+    problems = [(path, f"must be {METHODS}", method) for path, method in methods if not _is_method(method)]
+    # Without a 'method' param every run uses resources.memory_method, which pydantic already checked.
+    valid_methods = dict.fromkeys(m for _, m in methods if _is_method(m)) if methods else [res.memory_method]
+    for path, model in models:
+        if not _has_size(model):
+            problems.append((path, _NO_SIZE, model))
+            continue
+        for method in valid_methods:
+            estimate = memory_gb(model, method)
+            if not _fits(estimate, res.gpu_memory_gb):
+                problems.append((path, _too_big(estimate, res.gpu_memory_gb, method), model))
+    return problems
+
+
+_NO_SIZE = ("gives no parameter count in its name (like '0.8B' or '9B') for resources.gpus_per_run: auto; "
+            "rename it or set resources.memory_gb_per_run")
+
+
+def _too_big(estimate: float, gpu_memory_gb: float, method: Any) -> str:
+    run = f"a {method} run" if _is_method(method) else "a run"
+    return (f"{run} needs ~{estimate:.1f} GB, more than a {gpu_memory_gb:g} GB GPU holds ({USABLE:.0%} usable; "
+            "resources.gpu_memory_gb); shard it or use a larger GPU")
+
+
+def _fits(estimate_gb: float, gpu_memory_gb: float) -> bool:
+    try:
+        gpu_share(estimate_gb, gpu_memory_gb)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_method(value: Any) -> bool:
+    return isinstance(value, str) and value in BYTES_PER_PARAM
+
+
+def _has_size(model: Any) -> bool:
+    if not isinstance(model, str):
+        return False
+    try:
+        params_of(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _where(spec: Spec, name: str, value: Any) -> str:
+    """The spec field that gave run param ``name`` its ``value``, for error messages."""
+    return next((path for path, v in _param_values(spec, name) if v == value), f"params.{name}")
+
+
+def _param_values(spec: Spec, name: str) -> list[tuple[str, Any]]:
+    """(field path, value) of each value run param ``name`` takes: its factor's levels, or its fixed value."""
+    if name in spec.factors:
+        return [(f"factors.{name}.levels[{i}]", v) for i, v in enumerate(spec.factors[name].levels)]
+    if name in spec.fixed:
+        return [(f"fixed.{name}", spec.fixed[name])]
+    return []
+
+
+def _level_params(spec: Spec) -> list[dict[str, Any]]:
+    """The params that decide a run's request, once per combination of their values (one empty dict if none)."""
+    options = [[{name: v} for _, v in _param_values(spec, name)] or [{}] for name in ("model", "method")]
+    return [{**a, **b} for a, b in itertools.product(*options)]
 
 
 @dataclass(frozen=True)

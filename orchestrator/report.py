@@ -1,7 +1,10 @@
-"""Turning a study's runs into an analysis input, and an analysis into terminal tables (for `wavesweep analyze`)."""
+"""Turning a study's runs into an analysis input, an analysis into terminal tables (for `wavesweep analyze`), and a
+study's waves and lease into what `wavesweep status` prints."""
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -21,6 +24,51 @@ def recorded_spec(db, study: str) -> dict[str, Any]:
         known = ", ".join(db.study_names()) or "none"
         raise WavesweepError(f"study {study!r} is not in {db.display_url} (studies there: {known})")
     return spec
+
+
+def lease_line(lease: dict[str, Any] | None, now: datetime) -> str:
+    """Who drives the study (``Store.lease``): its holder ("host:pid:token") and the lease's times, "expired" once
+    its holder stopped renewing it (a driver that died: the next `wavesweep run` takes the study over)."""
+    if lease is None:
+        return "Driver: no driver holds the study's lease"
+    held = f"Driver: {lease['driver']} since {_utc(lease['since'])}, lease until {_utc(lease['until'])}"
+    if lease["until"] is not None and lease["until"] < now:
+        return f"{held} (expired: that driver stopped renewing it; the next run takes the study over)"
+    return held
+
+
+def wave_table(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> Table:
+    """One row per wave (``Store.waves``): why, runs by status, backfill runs, the idle device-seconds the driver
+    counted ("-" where it did not: waves recorded before it did, or still running), when the driver stopped waiting
+    for its stragglers, when it finished."""
+    counts: dict[int, dict[str, int]] = {}
+    backfill: dict[int, int] = {}
+    for run in runs:
+        by_status = counts.setdefault(run["wave"], {})
+        by_status[run["status"]] = by_status.get(run["status"], 0) + 1
+        backfill[run["wave"]] = backfill.get(run["wave"], 0) + bool(run.get("backfill"))
+    table = Table("wave", "why", "runs", "by status", "backfill", "idle", "deadline passed", "finished")
+    for wave in waves:
+        by_status = counts.get(wave["number"], {})
+        table.add_row(str(wave["number"]), wave["reason"], str(sum(by_status.values())),
+                      ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
+                      str(backfill.get(wave["number"], 0)), _idle(wave),
+                      _utc(wave["deadline_at"]) if wave.get("deadline_at") else "-",
+                      _utc(wave["finished_at"]) if wave["finished_at"] else "-")
+    return table
+
+
+def _idle(wave: dict[str, Any]) -> str:
+    if wave.get("idle_s") is None:
+        return "-"
+    unit = wave["idle_unit"] or "device"
+    capacity = wave.get("capacity")
+    of = f" of {capacity:g} {unit}{'' if capacity == 1 else 's'}" if capacity is not None else ""
+    return f"{wave['idle_s']:.1f} {unit}-s{of}"
+
+
+def _utc(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when is not None else "-"
 
 
 def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> pd.DataFrame:
@@ -103,4 +151,4 @@ def print_hints(console: Console, hints: list) -> None:
 
 
 def _p(value: float) -> str:
-    return "-" if value != value else f"{value:.3g}"
+    return "-" if math.isnan(value) else f"{value:.3g}"

@@ -12,13 +12,25 @@ import importlib
 import json
 import math
 import re
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from orchestrator.errors import SpecError
+from orchestrator.packing import auto_problems
 
 Level = bool | int | float | str
 
@@ -76,10 +88,33 @@ class Strategy(_Frozen):
     runs_per_wave: StrictInt | None = Field(
         None, gt=0, description="Cells per wave; default: the GPUs of the cluster (CPU slots when it has none)."
     )
+    backfill: StrictBool = Field(
+        True, description="Keep devices busy at a wave's tail instead of waiting for its slowest run: grid: later "
+                          "waves' cells start as devices free (longest predicted first); waves: replicates of the "
+                          "wave's best cells. false: barrier waves (the next starts when the last run ends)."
+    )
+    wave_deadline: float | StrictStr | None = Field(
+        None, description="Stop waiting for a wave's stragglers: seconds after its first run started, or 'Kx' (K "
+                          "times the median run time of its finished runs, once half have finished). The next "
+                          "wave is then designed from the finished runs; the stragglers run on and are recorded."
+    )
 
 
 class Resources(_Frozen):
-    gpus_per_run: float = Field(1.0, ge=0, description="Ray num_gpus per run; ignored on a cluster without GPUs.")
+    gpus_per_run: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] = Field(
+        1.0, description="Ray num_gpus per run (fractions share a GPU); ignored on a cluster without GPUs. auto: "
+                         "per run, from its estimated memory (orchestrator/packing.py): small models share a GPU, "
+                         "large ones get one alone."
+    )
+    gpu_memory_gb: float = Field(80.0, gt=0, allow_inf_nan=False,
+                                 description="Memory of one GPU of the cluster, for gpus_per_run: auto.")
+    memory_gb_per_run: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="gpus_per_run: auto: the memory a run needs, when the 'model' param's name gives no size."
+    )
+    memory_method: Literal["lora", "full", "inference"] = Field(
+        "lora", description="gpus_per_run: auto: what runs do with the model, unless a 'method' param says."
+    )
     cpus_per_run: float = Field(1.0, gt=0, description="Ray num_cpus per run; also the torch threads of a run.")
     warm_reuse: StrictBool = Field(
         True, description="Let a worker process keep a loaded base model for its next run (the experiment decides "
@@ -155,7 +190,7 @@ _Loader.add_implicit_resolver(
         |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
-        re.X,
+        re.VERBOSE,
     ),
     list("-+0123456789."),
 )
@@ -166,7 +201,7 @@ def load_spec(path: str | Path, *, check_experiment: bool = True) -> Spec:
     if not path.is_file():
         raise SpecError([("spec", f"file not found: {path}", None)])
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(path.read_text(), Loader=_Loader)  # safe: _Loader is a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError([("spec", f"is not valid YAML ({exc})".replace("\n", " "), None)]) from None
     return parse_spec(data, check_experiment=check_experiment)
@@ -178,7 +213,7 @@ def parse_spec(data: Any, *, check_experiment: bool = True) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([_from_pydantic(err, Spec) for err in exc.errors()]) from None
+        raise SpecError(_problems_from_pydantic(exc.errors(), Spec)) from None
     problems = _check(spec)
     if check_experiment and not any(path == "experiment" for path, _, _ in problems):
         try:
@@ -204,6 +239,17 @@ def import_experiment(target: str) -> Callable[..., Any]:
     return func
 
 
+def parse_deadline(value: float | str) -> tuple[str, float] | None:
+    """``strategy.wave_deadline`` as ("s", seconds) or ("x", multiple of the median run time); None if invalid."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*x\s*", value)
+        return ("x", float(match.group(1))) if match and float(match.group(1)) > 1 else None
+    return ("s", float(value)) if math.isfinite(value) and value > 0 else None
+
+
+_DEADLINE = "must be seconds (> 0) or a multiple of the median run time like '3x' (> 1)"
+
+
 def _check(spec: Spec) -> list[tuple[str, str, Any]]:
     """Constraints between fields, which pydantic's per-field types cannot express."""
     problems: list[tuple[str, str, Any]] = []
@@ -212,6 +258,10 @@ def _check(spec: Spec) -> list[tuple[str, str, Any]]:
                          spec.experiment))
     if not spec.factors:
         problems.append(("factors", "must name at least one factor", {}))
+    deadline = spec.strategy.wave_deadline
+    if deadline is not None and parse_deadline(deadline) is None:
+        problems.append(("strategy.wave_deadline", _DEADLINE, deadline))
+    problems.extend(auto_problems(spec))
     for name, factor in spec.factors.items():
         problems.extend(_check_factor(f"factors.{name}", name, factor, spec))
     for name in spec.fixed:
@@ -276,9 +326,65 @@ _PYDANTIC_MESSAGES = {
 }
 
 
+# A value that fits no member of a union field: one problem saying what the field takes (instead of one per member).
+_UNION_MESSAGES = {
+    "resources.gpus_per_run": "must be a number >= 0 or 'auto'",
+    "strategy.wave_deadline": _DEADLINE,
+}
+
+
+def _problems_from_pydantic(errors: list[dict[str, Any]], model: type[BaseModel]) -> list[tuple[str, str, Any]]:
+    """pydantic's errors as problems, in its order. pydantic reports a union field once per member it tried, each
+    under a location ending in the member's tag (``resources.gpus_per_run.constrained-float``, ``...literal['auto']``);
+    those are grouped into one problem at the field's own path."""
+    grouped: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for n, err in enumerate(errors):
+        tag = _union_tag_at(model, err["loc"])
+        grouped.setdefault(("one", n) if tag is None else ("union", err["loc"][:tag]), []).append(err)
+    return [_from_pydantic(errs[0], model) if kind == "one" else _from_union(key, errs, model)
+            for (kind, key), errs in grouped.items()]
+
+
+def _from_union(loc: tuple[Any, ...], errors: list[dict[str, Any]], model: type[BaseModel]) -> tuple[str, str, Any]:
+    path = _path(loc)
+    message = _UNION_MESSAGES.get(path)
+    if message is None:  # what each member wanted: "must be a number or a string"
+        wanted = [_from_pydantic({**err, "loc": loc}, model)[1].removeprefix("must be ") for err in errors]
+        message = "must be " + " or ".join(dict.fromkeys(wanted))
+    return path, message, errors[0]["input"]
+
+
+def _union_tag_at(model: type[BaseModel], loc: tuple[Any, ...]) -> int | None:
+    """The index in ``loc`` of the union-member tag pydantic appended, or None if ``loc`` crosses no union. Walks
+    the annotations along ``loc``: a model steps into a field, a dict or tuple over its key or index."""
+    annotation: Any = model
+    i = 0
+    while True:
+        origin, args = typing.get_origin(annotation), [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin in (typing.Union, types.UnionType):
+            if len(args) > 1:  # X | None is no union to pydantic: it adds no member tag
+                return i if i < len(loc) else None
+            annotation = args[0]
+        elif i >= len(loc):
+            return None
+        elif hasattr(annotation, "model_fields"):
+            field = annotation.model_fields.get(loc[i])
+            if field is None:
+                return None
+            annotation, i = field.annotation, i + 1
+        elif origin in (dict, tuple, list):
+            annotation, i = args[-1] if origin is dict else args[0], i + 1
+        else:
+            return None
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "spec"
+
+
 def _from_pydantic(err: dict[str, Any], model: type[BaseModel]) -> tuple[str, str, Any]:
     loc = err["loc"]
-    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "spec"
+    path = _path(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         valid = ", ".join(_fields_at(model, loc[:-1]))

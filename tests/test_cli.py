@@ -24,7 +24,7 @@ def wavesweep(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -
     # Wide enough that Rich does not wrap table cells into words the assertions look for.
     env = {**os.environ, "COLUMNS": "250", **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+                          timeout=300, env=env, check=False)
 
 
 def export_rows(store_url: str, study: str) -> list[dict]:

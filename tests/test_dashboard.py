@@ -74,6 +74,16 @@ def render(url: str, monkeypatch, view: str = "Studies", study: str | None = Non
     return at
 
 
+def backfills(url: str, study: str | None = None) -> int:
+    """Backfill runs in ``study`` (every study when None): how many the driver added depends on when devices
+    idled."""
+    store = Store(url, writer=False)
+    names = [study] if study else store.study_names()
+    count = sum(run["backfill"] for name in names for run in store.runs(name))
+    store.close()
+    return count
+
+
 def charts(at) -> list[dict]:
     """The Plotly figures on the page, as JSON."""
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
@@ -116,12 +126,19 @@ def test_every_view_renders_with_its_elements(filled, monkeypatch, study):
         if view == "Studies":
             table = at.dataframe[0].value
             assert list(table["study"]) == ["effects", "failing", "adaptive"]
-            assert metrics(at)["studies"] == "3" and metrics(at)["runs"] == str(16 + 12 + 21)
+            # The designed runs, plus the replicates the driver added to fill idle devices (waves mode only).
+            assert metrics(at)["studies"] == "3" and metrics(at)["runs"] == str(16 + 12 + 21 + backfills(filled))
             assert set(table["state"]) == {"stopped"}
         elif view == "Overview":
             assert metrics(at)["runs"] == str(len(runs))
             assert titles(at)[0] == "Runs per wave by status"
             assert titles(at)[1].startswith("Run timeline: one lane per CPU slot")
+            # Waves the driver counted idle time for show its figure; the others the run-time estimate.
+            idle = next(df.value for df in at.dataframe if "source" in df.value.columns)
+            counted = {w["number"]: w["idle_s"] for w in Store(filled, writer=False).waves(study)}
+            for wave, source, seconds in zip(idle["wave"], idle["source"], idle["idle_s"]):
+                assert source == ("run times" if counted[wave] is None else "driver")
+                assert counted[wave] is None or seconds == pytest.approx(counted[wave])
             assert "Best configuration so far" in [s.value for s in at.subheader]
             assert at.success and "95% CI" in at.success[0].value
         elif view == "Runs":
@@ -183,7 +200,7 @@ def test_adaptive_waves_fit_the_latest_region_or_all_runs(filled, monkeypatch):
     assert at.sidebar.radio(key="scope").value == "latest"
     assert "Fitted: runs inside wave 3's region" in texts(at)
     at.sidebar.radio(key="scope").set_value("all").run()
-    assert not at.exception and "Fitted: all 21 runs" in texts(at)
+    assert not at.exception and f"Fitted: all {21 + backfills(filled, 'adaptive')} runs" in texts(at)
 
 
 # --- stores that cannot be shown -----------------------------------------------------------------------------------
@@ -275,6 +292,7 @@ def test_data_functions_on_sqlite_and_postgresql(store_url):
     assert unit == "GPU" and set(bars["lane"]) == {"node-1 cuda:0", "node-1 cuda:1"}
     # One wave, 2 GPU lanes from 03:04:05 to 03:05:00 (the RUNNING run ends "now"): 110 lane-s, 4 x 9 + 15 busy.
     assert idle.iloc[0][["lanes", "span_s", "busy_s", "idle_s"]].tolist() == pytest.approx([2, 55, 51, 59])
+    assert idle.iloc[0][["source", "unit", "capacity"]].tolist() == ["run times", "GPU", 2]  # the driver counted none
     assert data.curve(engine, int(study.runs["run_id"].iloc[0]))["value"].tolist() == [1.0, 0.5]
     assert data.decisions(study)["best"].tolist() == [0.5]
     assert data.load_study(engine, "nope") is None

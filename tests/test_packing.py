@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import SpecError
-from orchestrator.packing import Node, check_fits, gpu_share, memory_gb, nodes_from_ray, params_of
+from orchestrator.packing import (
+    Node,
+    check_fits,
+    gpu_share,
+    largest_request,
+    memory_gb,
+    nodes_from_ray,
+    params_of,
+    run_request,
+    typical_request,
+)
+from orchestrator.spec import parse_spec
+from tests.conftest import synthetic_spec
 
 H100 = 80.0
 
@@ -42,6 +54,71 @@ def test_parameter_counts_come_from_the_name():
     assert params_of("Qwen/Qwen3.5-0.8B") == 0.8e9 and params_of("qwen3.5-9b-base") == 9e9
     with pytest.raises(ValueError, match="no parameter count in its name"):
         params_of("tiny")
+
+
+def auto_spec(factors: dict | None = None, fixed: dict | None = None, **resources):
+    spec = synthetic_spec("auto", resources={"gpus_per_run": "auto", "cpus_per_run": 1, **resources})
+    spec["factors"] = {"x": {"levels": [1, 2]}, **(factors or {})}
+    spec["fixed"] = {**spec["fixed"], **(fixed or {})}
+    return parse_spec(spec)
+
+
+SMALL, LARGE = "Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-9B"
+
+
+def test_auto_gives_each_run_the_share_of_its_model():
+    spec = auto_spec({"model": {"levels": [SMALL, LARGE]}})
+    assert run_request(spec, {"x": 1, **spec.fixed, "model": SMALL}) == 0.125
+    assert run_request(spec, {"x": 1, **spec.fixed, "model": LARGE}) == 1.0
+    assert typical_request(spec) == 0.5625  # waves are sized by the mean of the levels
+    assert largest_request(spec) == 1.0  # nodes are checked against the largest
+
+
+def test_auto_with_a_fixed_model_and_the_method_as_a_factor():
+    spec = auto_spec({"method": {"levels": ["lora", "full"]}}, fixed={"model": "Qwen/Qwen3.5-2B"})
+    assert [run_request(spec, {**spec.fixed, "method": m}) for m in ("lora", "full")] == [0.125, 1.0]
+    assert typical_request(spec) == 0.5625 and largest_request(spec) == 1.0
+
+
+def test_full_fine_tuning_gets_a_whole_gpu():
+    # 2B full: ~39 GB, over a quarter of an 80 GB GPU. 4B full: ~78 GB, more than 90% of 80 GB (refused, see
+    # test_spec), so it needs a larger card, where it runs alone.
+    assert run_request(auto_spec(fixed={"model": "Qwen/Qwen3.5-2B"}, memory_method="full"), {"model": "Qwen/Qwen3.5-2B"}) == 1.0
+    h200 = auto_spec(fixed={"model": "Qwen/Qwen3.5-4B"}, memory_method="full", gpu_memory_gb=141)
+    assert run_request(h200, dict(h200.fixed)) == 1.0 == typical_request(h200)
+    # The run's own 'method' param wins over resources.memory_method.
+    assert run_request(h200, {"model": "Qwen/Qwen3.5-4B", "method": "lora"}) == 0.125
+
+
+def test_memory_gb_per_run_overrides_the_estimate_of_the_name():
+    spec = auto_spec({"model": {"levels": ["tiny", "tinier"]}}, memory_gb_per_run=15)
+    # floor(72 / 15) = 4 runs fit; a power of two: 4.
+    assert run_request(spec, {"model": "tiny"}) == 0.25 == typical_request(spec) == largest_request(spec)
+
+
+def test_a_number_is_taken_as_given():
+    spec = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": 0.5, "cpus_per_run": 1}))
+    assert run_request(spec, {"model": LARGE}) == 0.5 == typical_request(spec) == largest_request(spec)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"model": SMALL, "method": "qlora"},
+     "params.method: must be one of 'lora', 'full' or 'inference' for resources.gpus_per_run: auto; got 'qlora'"),
+    ({"model": "mystery"},
+     ("params.model: gives no parameter count in its name (like '0.8B' or '9B') for resources.gpus_per_run: auto; "
+      "rename it or set resources.memory_gb_per_run; got 'mystery'")),
+    ({"model": LARGE, "method": "full"},
+     ("factors.model.levels[1]: a full run needs ~173.8 GB, more than a 80 GB GPU holds (90% usable; "
+      "resources.gpu_memory_gb); shard it or use a larger GPU; got 'Qwen/Qwen3.5-9B'")),
+    ({"x": 1}, ("resources.gpus_per_run: auto needs a 'model' param whose name gives its size (like "
+                "Qwen/Qwen3.5-0.8B) or resources.memory_gb_per_run; got 'auto'")),
+])
+def test_a_run_auto_cannot_size_is_refused_naming_the_param(params, message):
+    # Params the validated spec would not produce (a run's params from elsewhere): named as precisely as possible.
+    spec = auto_spec({"model": {"levels": [SMALL, LARGE]}})
+    with pytest.raises(SpecError) as exc:
+        run_request(spec, params)
+    assert str(exc.value) == message
 
 
 NODES = [Node("10.0.0.1", 8, 192), Node("10.0.0.2", 8, 192), Node("head", 0, 16)]

@@ -95,7 +95,7 @@ def test_the_lease_is_renewed_and_a_driver_that_lost_it_stops(store):
 def test_upgrade_from_0003_adds_the_lease_and_attempt_log_and_keeps_every_row(store_url):
     from alembic import command
 
-    from orchestrator.store.engine import alembic_config, make_engine, upgrade
+    from orchestrator.store.engine import alembic_config, head_revision, make_engine, upgrade
 
     engine = make_engine(store_url)
     command.upgrade(alembic_config(engine), "0003")
@@ -108,12 +108,15 @@ def test_upgrade_from_0003_adds_the_lease_and_attempt_log_and_keeps_every_row(st
                           "started_at) VALUES (1, 1, 'k1', '{\"x\": 1}', 0, 'RUNNING', 1, CURRENT_TIMESTAMP, "
                           "CURRENT_TIMESTAMP)"))
     engine.dispose()
-    with pytest.raises(SchemaOutOfDate, match="has schema 0003, this wavesweep needs 0004"):
+    with pytest.raises(SchemaOutOfDate, match=f"has schema 0003, this wavesweep needs {head_revision(engine)}"):
         Store(store_url)
     upgrade(make_engine(store_url))
     db = Store(store_url)
     (run,) = db.runs("old")
     assert (run["cell_key"], run["status"], run["attempts"]) == ("k1", "RUNNING", 1)
+    # 0005, on a table with rows (SQLite must add the columns in place: foreign keys forbid rebuilding it).
+    assert run["backfill"] is False
+    assert {k: db.waves("old")[0][k] for k in ("idle_s", "deadline_at")} == {"idle_s": None, "deadline_at": None}
     assert db.lease(1) is None and db.attempt_logs("old") == {}
     with StudyLease(db, 1, "old"):
         assert db.lease(1)["driver"].startswith(HOST)
@@ -205,12 +208,15 @@ def test_a_driver_killed_mid_wave_resumes_without_rerunning_finished_cells(tmp_p
         assert after[key]["started_at"] > before[key]["started_at"]
         assert [a["error_kind"] for a in logs[key]] == ["driver_died", None]
     # Nothing ran twice: a cell that completed under the first driver was never executed again; a cell that was
-    # running when it died was executed once more; every other cell once.
+    # running when it died was executed once more; every other cell once, after any start the first driver had not
+    # yet recorded (a worker starts its run as soon as its "started" event reaches the inbox, which the driver
+    # drains every 0.5 s: a kill in that window cuts off a start the store never saw, like a RUNNING one).
     counts = executions(tmp_path)
     assert set(counts) == set(after)
     for key in after:
-        expected = 2 if key in running else 1
+        expected = 1 if key in done else started_before[key] + 1
         assert counts[key] == expected, (key, after[key]["param.x"], counts[key], started_before[key])
+        assert key in done or key in running or started_before[key] <= 1
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -87,6 +88,14 @@ class WaveModel(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Migration 0005. Idle device-seconds (GPU-seconds, or CPU-seconds on a cluster without GPUs: idle_unit) of the
+    # study's capacity while this was its oldest open wave, including the gap while the driver designed the next
+    # one; counted by the driver, since waves overlap once idle devices are backfilled.
+    idle_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    idle_unit: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    capacity: Mapped[float | None] = mapped_column(Float, nullable=True)  # GPUs (or CPUs) the study had
+    # When the driver stopped waiting for the wave's stragglers (strategy.wave_deadline); they ran on.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     study: Mapped[StudyModel] = relationship(back_populates="waves")
     runs: Mapped[list[RunModel]] = relationship(back_populates="wave", order_by="RunModel.id")
@@ -121,6 +130,8 @@ class RunModel(Base):
     # One entry per attempt (migration 0004): attempt, started_at, host, device, gpus, then finished_at, status,
     # error_kind, error_message once it ended. The row's own fields describe the last attempt.
     attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Migration 0005: added to a wave to fill devices left idle at its tail (a replicate of one of its best cells).
+    backfill: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     wave: Mapped[WaveModel] = relationship(back_populates="runs")
     metrics: Mapped[list[MetricModel]] = relationship(cascade="all, delete-orphan")

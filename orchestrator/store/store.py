@@ -117,6 +117,26 @@ class Store:
             s.execute(update(StudyModel).where(StudyModel.id == study_id).values(stop_reason=None, stopped_at=None))
             return number
 
+    def add_cells(self, study_id: int, number: int, cells: list[Cell], *, backfill: bool = True) -> None:
+        """Add cells to recorded wave ``number`` as PENDING (``backfill``: to fill devices idle at its tail)."""
+        with self.session() as s:
+            wave_id = s.scalar(select(WaveModel.id).where(WaveModel.study_id == study_id, WaveModel.number == number))
+            s.add_all(RunModel(study_id=study_id, wave_id=wave_id, cell_key=c.key, params=c.levels, seed=c.seed,
+                               status=RunStatus.PENDING, backfill=backfill) for c in cells)
+
+    def add_idle(self, study_id: int, number: int, seconds: float, unit: str, capacity: float) -> None:
+        """Count ``seconds`` more idle device-seconds (``unit``: GPU or CPU) against wave ``number``."""
+        with self.session() as s:
+            s.execute(update(WaveModel).where(WaveModel.study_id == study_id, WaveModel.number == number)
+                      .values(idle_s=func.coalesce(WaveModel.idle_s, 0.0) + seconds, idle_unit=unit,
+                              capacity=capacity))
+
+    def pass_deadline(self, study_id: int, number: int) -> None:
+        """Record that the driver stopped waiting for wave ``number``'s stragglers (they run on)."""
+        with self.session() as s:
+            s.execute(update(WaveModel).where(WaveModel.study_id == study_id, WaveModel.number == number)
+                      .values(deadline_at=utcnow()))
+
     def stop_study(self, study_id: int, reason: str) -> None:
         """Record why the study stopped: the strategy proposes no wave, or the budget forbids the next one."""
         with self.session() as s:
@@ -267,7 +287,8 @@ class Store:
         with self.session() as s:
             rows = s.execute(
                 select(WaveModel.number, WaveModel.design, WaveModel.reason, WaveModel.created_at,
-                       WaveModel.finished_at)
+                       WaveModel.finished_at, WaveModel.idle_s, WaveModel.idle_unit, WaveModel.capacity,
+                       WaveModel.deadline_at)
                 .join(StudyModel, WaveModel.study_id == StudyModel.id)
                 .where(StudyModel.name == study).order_by(WaveModel.number)
             ).all()
@@ -348,15 +369,34 @@ def _end_attempt(run: RunModel, finished_at: datetime | None, status: RunStatus,
 def _flatten(run: RunModel, wave_number: int) -> dict[str, Any]:
     record: dict[str, Any] = {
         "run_id": run.id, "cell_key": run.cell_key, "wave": wave_number, "seed": run.seed,
-        "status": run.status.value, "attempts": run.attempts,
+        "status": run.status.value, "attempts": run.attempts, "backfill": bool(run.backfill),
     }
     record.update({f"param.{k}": v for k, v in run.params.items()})
     record.update({f"metric.{m.name}": decode_float(m.value, m.kind) for m in run.metrics})
+    # GPU-seconds of the attempts that ended before the current or last one (which reports its own cost in its
+    # metrics): the budget counts every attempt, since a retried run spent GPU time on each. A PENDING run has no
+    # current attempt, so every ended one is earlier. Wall x gpus; wall alone for an attempt without GPUs.
+    earlier_s = 0.0
+    for entry in (run.attempt_log or [])[:None if run.status == RunStatus.PENDING else -1]:
+        # An attempt closed because its driver died ends when the next driver started, maybe hours later: its
+        # real end is unknown, and counting until then could spend a budget on time no GPU worked.
+        if entry.get("error_kind") == "driver_died":
+            continue
+        try:
+            start, end = (datetime.fromisoformat(entry[key]) for key in ("started_at", "finished_at"))
+        except (KeyError, TypeError, ValueError):  # never started (its worker died first), or still open
+            continue
+        # Times read back from a database without time zones (SQLite) are naive UTC.
+        start, end = (t if t.tzinfo else t.replace(tzinfo=utcnow().tzinfo) for t in (start, end))
+        gpus = entry.get("gpus")
+        gpus = gpus if isinstance(gpus, (int, float)) and gpus > 0 else 1.0
+        earlier_s += max(0.0, (end - start).total_seconds()) * gpus
     record.update({
         "started_at": run.started_at, "finished_at": run.finished_at, "wall_s": run.wall_s,
         "host": run.host, "device": run.device,
         "error_kind": run.error_kind, "error_message": run.error_message,
         "artifact_dir": run.artifact_dir, "inputs": run.inputs,
+        "earlier_attempts_s": earlier_s,
     })
     return record
 

@@ -1,0 +1,75 @@
+"""How long a run will take, predicted before it starts, so the scheduler can start the longest runs first.
+
+A wave ends when its slowest run does; starting the long runs first and filling the tail with short ones (longest
+processing time first, Graham 1969) keeps the devices busy to the end. The prediction only has to rank runs:
+
+- after runs have finished: a least-squares fit of log(wall time) on the factors (numeric factors as coded
+  linear terms, in log space for log factors; categorical ones as indicators), ridge-damped so that a handful of
+  runs cannot produce wild extrapolations;
+- before that: the memory estimate of the run's ``model`` param (``packing.memory_gb``), since time grows with
+  model size at least as fast as memory does;
+- otherwise every run is alike and the plan's order stands.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from orchestrator.packing import memory_gb
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Spec
+
+RIDGE = 1e-2  # relative to the number of runs: damps the coefficients of factors the runs barely vary
+
+
+class CostModel:
+    """Predicted seconds (or a relative figure, before any run finished) for a run's params."""
+
+    def __init__(self, spec: Spec, runs: list[dict[str, Any]] = ()):
+        self.spec = spec
+        self.source = "plan order"
+        self._coef: np.ndarray | None = None
+        done = [r for r in runs if r.get("status") == "COMPLETE" and _positive(r.get("wall_s"))]
+        if len(done) >= len(self._features({f"param.{n}": f.levels[0] for n, f in spec.factors.items()})) + 2:
+            x = np.array([self._features(r) for r in done])
+            y = np.log([r["wall_s"] for r in done])
+            penalty = RIDGE * len(done) * np.eye(x.shape[1])
+            penalty[0, 0] = 0.0  # never damp the intercept
+            self._coef = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+            self.source = f"fit on {len(done)} finished runs"
+        elif "model" in spec.fixed or "model" in spec.factors:
+            self.source = "model size"
+
+    def predict(self, params: dict[str, Any]) -> float:
+        """Seconds from the fit, or a figure that ranks runs like their durations would (model memory)."""
+        if self._coef is not None:
+            return float(math.exp(self._features({f"param.{k}": v for k, v in params.items()}) @ self._coef))
+        if self.source == "model size":
+            try:
+                method = params.get("method", self.spec.resources.memory_method)
+                return memory_gb(str(params["model"]), method if method in ("lora", "full", "inference") else "lora")
+            except (KeyError, ValueError):
+                return 1.0
+        return 1.0
+
+    def _features(self, record: dict[str, Any]) -> np.ndarray:
+        row = [1.0]
+        for name, factor in self.spec.factors.items():
+            value = record.get(f"param.{name}")
+            if factor.kind == "numeric":
+                low, high = min(factor.levels), max(factor.levels)
+                if factor.scale == "log":
+                    value, low, high = (math.log(v) if _positive(v) else 0.0 for v in (value, low, high))
+                span = (high - low) or 1.0
+                row.append((float(value) - low) / span if isinstance(value, (int, float)) else 0.0)
+            else:
+                row.extend(1.0 if value == level else 0.0 for level in factor.levels[1:])
+        return np.array(row)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
