@@ -9,6 +9,7 @@ the events are in ``orchestrator/events.py``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,9 +42,7 @@ class RayExecutor:
 
         if ray.is_initialized():
             return self
-        # User experiment modules next to the spec (the current directory) must import on workers too.
-        pythonpath = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
-        runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+        runtime_env = _runtime_env()
         if self.address or os.environ.get("RAY_ADDRESS"):
             if self.num_gpus is not None:
                 raise WavesweepError("--gpus declares GPUs of a local Ray; a cluster reports its own (drop --gpus)")
@@ -109,3 +108,16 @@ class RayExecutor:
         finally:
             attempts.cancel_all()
             ray.kill(inbox)
+
+
+def _runtime_env() -> dict | None:
+    """Put the current directory on the workers' PYTHONPATH: experiment modules next to the spec must import there.
+
+    Under ``ray job submit`` Ray merges this with the job's runtime env per variable and refuses a variable both
+    set, so a job whose runtime env sets PYTHONPATH keeps its own (its working_dir is on the workers' path anyway).
+    """
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    if "PYTHONPATH" in ((job.get("runtime_env") or {}).get("env_vars") or {}):
+        return None
+    pythonpath = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
+    return {"env_vars": {"PYTHONPATH": pythonpath}}

@@ -182,3 +182,22 @@ def _all_containers(node) -> list[dict]:
         for item in node:
             found += _all_containers(item)
     return found
+
+
+def test_the_driver_leaves_a_job_runtime_env_pythonpath_alone(monkeypatch, tmp_path):
+    import json
+
+    from orchestrator.executor import _runtime_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert _runtime_env() == {"env_vars": {"PYTHONPATH": str(tmp_path)}}
+    # Under `ray job submit` with other env vars: Ray merges per variable, so ours is added.
+    job = {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"HF_HUB_OFFLINE": "1"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert _runtime_env() == {"env_vars": {"PYTHONPATH": str(tmp_path)}}
+    # A job that sets PYTHONPATH itself: ray.init would refuse to merge ours, so none is passed.
+    job["runtime_env"]["env_vars"]["PYTHONPATH"] = "/opt/lib"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert _runtime_env() is None
