@@ -120,3 +120,23 @@ def test_without_backfill_or_deadline_the_next_wave_waits(executor, sqlite_url, 
     assert waves[0]["deadline_at"] is None and waves[1]["created_at"] >= wave1_end
     # The 3 idle GPUs waiting ~6 s for the straggler are on wave 1's account.
     assert waves[0]["idle_s"] > 12.0
+
+
+def test_gpus_per_run_auto_packs_small_models_and_gives_a_large_one_a_gpu(executor, sqlite_url, tmp_path):
+    spec = grid_spec("packed", True, tmp_path)
+    spec["fixed"].update(report_resources=True, sleep_s=1.5, slow_s=0.0)
+    spec["resources"]["gpus_per_run"] = "auto"
+    del spec["strategy"]["runs_per_wave"]
+    store = Store(sqlite_url)
+    outcome = run_study(parse_spec(spec), store, executor)
+    # Waves sized by the mean share: 4 GPUs / ((1/8 + 1) / 2) = 7 runs at once.
+    assert outcome.runs_per_wave == 7
+    runs = store.runs("packed")
+    assert {(r["param.model"], r["metric.assigned_gpu"]) for r in runs} == {(SMALL, 0.125), (LARGE, 1.0)}
+    logs = store.attempt_logs("packed")
+    assert {logs[r["cell_key"]][-1]["gpus"] for r in runs if r["param.model"] == SMALL} == {0.125}
+    # Several 0.8B runs shared a GPU at the same time.
+    small = [r for r in runs if r["param.model"] == SMALL]
+    overlapping = max(sum(1 for o in small if o["device"] == r["device"] and o["started_at"] < r["finished_at"]
+                          and r["started_at"] < o["finished_at"]) for r in small)
+    assert overlapping >= 2, [(r["device"], r["started_at"], r["finished_at"]) for r in small]
