@@ -84,6 +84,7 @@ class Pipeline:
         self.stop: str | None = None
         self.ran = 0
         self._asked_at: int | None = None  # runs ended when an adaptive strategy last said "no wave" with runs live
+        self._tail_runs: tuple[int, list[dict[str, Any]]] | None = None  # (runs ended, Store.runs) for backfill
         self._done: list[dict[str, Any]] = [r for r in store.runs(spec.study) if r["status"] == "COMPLETE"]
         self._fitted_on = -1
         self.costs = CostModel(spec, self._done)
@@ -100,8 +101,8 @@ class Pipeline:
                 self._backfill()
                 self.sched.tick()
                 self.sched.fill()
-                if not attempts.live and not self.sched.queue and self._settled():
-                    break
+                if not attempts.live and not self.sched.queue and self.stop is not None:
+                    break  # (with nothing live and no stop, the next loop releases a wave)
                 free = self.sched.free()
                 for event in list(attempts.step(self.lease.check)):
                     self._record(event)
@@ -114,16 +115,10 @@ class Pipeline:
 
     # --- releasing waves -------------------------------------------------------------------------------------------
 
-    def _settled(self) -> bool:
-        """Nothing runs or waits: whether the study is done (else the next loop releases a wave)."""
-        if self.stop is None:
-            self._release()
-        return self.stop is not None and not self.attempts.live and not self.sched.queue
-
     def _ready(self) -> bool:
         if self.stop is not None:
             return False
-        if self._asked_at is not None and self._asked_at == self._ended():
+        if self._asked_at is not None and self._asked_at == self.ran:
             return False  # the strategy said no wave; nothing has ended since that could change its mind
         if self.lookahead:
             return True
@@ -141,7 +136,7 @@ class Pipeline:
                 stop += f" (it would have been: {plan.reason})"
             if stop is not None:
                 if self.strategy.adaptive and (self.attempts.live or self.sched.queue):
-                    self._asked_at = self._ended()  # runs still going may change the decision: ask again later
+                    self._asked_at = self.ran  # runs still going may change the decision: ask again later
                     return
                 self.stop = stop
                 return
@@ -210,9 +205,6 @@ class Pipeline:
             if self.listener:
                 self.listener.wave_finished(wave.number)
 
-    def _ended(self) -> int:
-        return self.ran
-
     def _refit(self) -> None:
         """Refit the cost model as runs finish (every run at first, then every 10% more) and re-rank the queue."""
         n = len(self._done)
@@ -264,14 +256,19 @@ class Pipeline:
         free = self.sched.free()
         if free <= EPS:
             return
-        runs = self.store.runs(self.spec.study)
+        # Read once per ended run, not every 0.5 s of a tail: the records only change when a run ends, or when a
+        # replicate is added here (appended below).
+        if self._tail_runs is None or self._tail_runs[0] != self.ran:
+            self._tail_runs = (self.ran, self.store.runs(self.spec.study))
+        runs = self._tail_runs[1]
         for cell, predicted in self._replicates(wave.number, runs, room=wave.size - wave.backfilled):
             free -= (run_request(self.spec, {**self.spec.fixed, **cell.levels}) if self.sched.unit == "GPU"
                      else self.spec.resources.cpus_per_run)
             if free < -EPS or predicted > max(elapsed) or self.strategy.budget_stop(runs, [cell]):
                 return
             self.store.add_cells(self.study_id, wave.number, [cell], backfill=True)
-            runs.append({"wave": wave.number, "status": "PENDING", "cell_key": cell.key})
+            runs.append({"wave": wave.number, "status": "PENDING", "cell_key": cell.key, "seed": cell.seed,
+                         **{f"param.{k}": v for k, v in cell.levels.items()}})  # as Store.runs would read it
             wave.cells.add(cell.key)
             wave.backfilled += 1
             self._queue(cell, wave.number)

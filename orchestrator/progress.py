@@ -36,7 +36,7 @@ class StudyProgress:
         self.running[number] = 0
         for cell in cells:
             self.wave_of[cell.key] = number
-            self.levels[cell.key] = " ".join(f"{k}={v}" for k, v in cell.levels.items()) + f" seed={cell.seed}"
+            self.levels[cell.key] = _words(cell)
 
     def event(self, event: Event) -> None:
         from orchestrator.events import Finished, Retry, Started
@@ -66,8 +66,7 @@ class StudyProgress:
         if number in self.tasks:
             for cell in cells:
                 self.wave_of[cell.key] = number
-                self.levels[cell.key] = (" ".join(f"{k}={v}" for k, v in cell.levels.items())
-                                         + f" seed={cell.seed} (backfill)")
+                self.levels[cell.key] = _words(cell) + " (backfill)"
             self.progress.update(self.tasks[number], total=self.progress.tasks[self.tasks[number]].total + len(cells))
 
     def deadline_passed(self, number: int, running: int, limit_s: float) -> None:
@@ -85,3 +84,7 @@ class StudyProgress:
 
     def _print(self, text: str) -> None:
         (self.progress.console if self.progress else self.console).print(text, highlight=False, soft_wrap=True)
+
+
+def _words(cell) -> str:
+    return " ".join(f"{k}={v}" for k, v in cell.levels.items()) + f" seed={cell.seed}"

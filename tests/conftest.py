@@ -86,3 +86,15 @@ def synthetic_spec(study: str = "toy", **overrides) -> dict:
     }
     spec.update(overrides)
     return spec
+
+
+def insert_old_study(conn, *, wave: bool = True) -> None:
+    """Rows as an older schema holds them: study 'old' (id 1) and, with ``wave``, its wave 1; for upgrade tests,
+    which insert with SQL because the models describe the newest schema."""
+    from sqlalchemy import text
+
+    conn.execute(text("INSERT INTO studies (name, spec, fingerprint, created_at, updated_at) "
+                      "VALUES ('old', '{}', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    if wave:
+        conn.execute(text("INSERT INTO waves (study_id, number, design, reason, created_at) "
+                          "VALUES (1, 1, 'full_factorial', 'first wave', CURRENT_TIMESTAMP)"))

@@ -23,7 +23,7 @@ from orchestrator.lease import LeaseLost, StudyBusy, StudyLease
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
-from tests.conftest import REPO, synthetic_spec, write_spec
+from tests.conftest import REPO, insert_old_study, synthetic_spec, write_spec
 
 HOST = socket.gethostname()
 
@@ -100,10 +100,7 @@ def test_upgrade_from_0003_adds_the_lease_and_attempt_log_and_keeps_every_row(st
     engine = make_engine(store_url)
     command.upgrade(alembic_config(engine), "0003")
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO studies (name, spec, fingerprint, created_at, updated_at) "
-                          "VALUES ('old', '{}', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-        conn.execute(text("INSERT INTO waves (study_id, number, design, reason, created_at) "
-                          "VALUES (1, 1, 'full_factorial', 'first wave', CURRENT_TIMESTAMP)"))
+        insert_old_study(conn)
         conn.execute(text("INSERT INTO runs (study_id, wave_id, cell_key, params, seed, status, attempts, created_at, "
                           "started_at) VALUES (1, 1, 'k1', '{\"x\": 1}', 0, 'RUNNING', 1, CURRENT_TIMESTAMP, "
                           "CURRENT_TIMESTAMP)"))

@@ -15,7 +15,7 @@ from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from orchestrator.strategies import Grid
-from tests.conftest import synthetic_spec
+from tests.conftest import insert_old_study, synthetic_spec
 
 
 @pytest.fixture
@@ -121,8 +121,7 @@ def test_an_older_schema_is_refused_then_upgraded_keeping_its_rows(store_url):
     engine = make_engine(store_url)
     command.upgrade(alembic_config(engine), "0001")  # a store made by the first release
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO studies (name, spec, fingerprint, created_at, updated_at) "
-                          "VALUES ('old', '{}', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        insert_old_study(conn, wave=False)
     engine.dispose()
     with pytest.raises(SchemaOutOfDate) as info:
         Store(store_url)
@@ -186,10 +185,7 @@ def test_upgrade_from_0002_adds_the_stop_reason_and_keeps_every_row(store_url):
     engine = make_engine(store_url)
     command.upgrade(alembic_config(engine), "0002")  # a store made before studies recorded why they stopped
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO studies (name, spec, fingerprint, created_at, updated_at) "
-                          "VALUES ('old', '{}', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-        conn.execute(text("INSERT INTO waves (study_id, number, design, reason, created_at) "
-                          "VALUES (1, 1, 'full_factorial', 'first wave', CURRENT_TIMESTAMP)"))
+        insert_old_study(conn)
         conn.execute(text("INSERT INTO runs (study_id, wave_id, cell_key, params, seed, status, attempts, created_at, "
                           "artifact_dir) VALUES (1, 1, 'k1', '{\"x\": 1}', 0, 'COMPLETE', 1, CURRENT_TIMESTAMP, '/a')"))
         conn.execute(text("INSERT INTO run_metrics (run_id, name, value, kind) VALUES (1, 'loss', 0.5, 'finite')"))
