@@ -16,10 +16,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from dashboard import charts, data, effects
 from dashboard.reader import StoreUnreadable, check_schema, open_readonly
 from orchestrator.store.engine import mask, resolve_url
+from orchestrator.wave_kinds import PROPOSED, is_designed
 
 TTL = 3  # seconds: fresh enough to watch a study run, and one query per TTL however many browsers watch
 VIEWS = ("Studies", "Overview", "Runs", "Effects", "Interactions", "Decisions")
 SCOPES = {"latest": "latest wave's region", "all": "all runs"}
+# A study with proposed waves (a model's batch, a space-filling sample) fits its designed waves' runs only.
+DESIGNED_SCOPES = {"latest": "latest designed wave's region", "all": "all designed runs"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -49,6 +52,19 @@ def study(url: str, name: str):
 @st.cache_data(ttl=TTL, show_spinner=False)
 def fitted(url: str, name: str, scope: str):
     return effects.fit(study(url, name), scope)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def decomposed(url: str, name: str, stamp: tuple):
+    """The fANOVA of every run: seconds of forests, so cached per state of the study's runs (``stamp``), not for
+    TTL seconds; a stopped study's is computed once."""
+    return effects.decompose_all(study(url, name))
+
+
+def _stamp(s: data.Study) -> tuple:
+    """What changes when a run is added or ends: the decomposition is recomputed then, and only then."""
+    finished = s.runs["finished_at"].max()
+    return len(s.runs), int((s.runs["status"] == "COMPLETE").sum()), str(finished)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -197,8 +213,47 @@ def _fit_or_warn(url: str, name: str):
 def show_effects(url: str, name: str) -> None:
     st.header(f"Effects on {study(url, name).metric} in {name}")
     fit = _fit_or_warn(url, name)
-    if fit is None:
+    if fit is not None:
+        _effects(fit)
+    if study(url, name).split.has_proposals:
+        _decomposition(url, name)
+
+
+def _decomposition(url: str, name: str) -> None:
+    """The fANOVA of every run, proposed waves' included, on demand: the effects above leave those runs out."""
+    s = study(url, name)
+    split = s.split
+    st.subheader("Decomposition of all runs (fANOVA)")
+    st.caption(f"The effects above fit the designed waves' runs only; {split.left_out()}. A random-forest "
+               f"functional ANOVA is made for points no design placed, so it decomposes {split.all_runs()}.")
+    # A toggle, not a button: it stays on across reruns (and the live refresh) without recomputing.
+    if not st.toggle("Decompose all runs (takes seconds)", key="fanova"):
         return
+    with st.spinner("Fitting the forests (bootstrap and permutations)..."):
+        decomposition = decomposed(url, name, _stamp(s))
+    if decomposition.error:
+        st.warning(f"No decomposition to show: {decomposition.error}")
+        return
+    result = decomposition.result
+    cols = st.columns(3)
+    cols[0].metric("runs decomposed", f"{result.n_used} of {result.n_runs}")
+    cols[1].metric("main floor", f"{100 * result.floor_main:.1f}%", help="largest main share in permutations")
+    cols[2].metric("pair floor", f"{100 * result.floor_pair:.1f}%", help="largest pair share under the null")
+    table = result.to_frame()
+    percent = ["share", "ci_low", "ci_high", "floor"]
+    table[percent] = table[percent] * 100
+    st.dataframe(table, hide_index=True, key="fanova_table", column_config=_numbers(table) | {
+        c: st.column_config.NumberColumn(c.replace("_", " ") + " (%)", format="%.1f") for c in percent})
+    st.caption(f"Decomposed: {decomposition.described} ({result.n_used} usable). Shares of the forest's variance "
+               f"({result.n_trees} trees) with {result.n_bootstrap}-refit bootstrap intervals, tested against the "
+               f"largest share in {result.n_permutations} permutations; under its floor a term is inconclusive, not "
+               f"absent. Higher order and unidentifiable: {100 * result.rest_share:.1f}%. Forest shares are biased "
+               "low: read the verdicts, and the shares as a ranking.")
+    for note in result.notes:
+        st.caption(f"Note: {note}")
+
+
+def _effects(fit) -> None:
     result = fit.result
     cols = st.columns(4)
     cols[0].metric("runs used", f"{result.n_used} of {result.n_runs}")
@@ -270,9 +325,13 @@ def show_decisions(url: str, name: str) -> None:
     else:
         st.info("Not stopped: the strategy may still propose waves.")
     decided = data.decisions(s)
+    mixed = s.split.has_proposals  # otherwise every wave is designed: no badge to tell them apart
     for row in decided.itertuples():
-        st.markdown(f"**Wave {row.wave}** ({row.design}, {row.runs} runs): {_plain(row.reason)}")
-    st.dataframe(decided.drop(columns="reason"), hide_index=True, column_config={
+        st.markdown(f"**Wave {row.wave}**{_badge(row.design) if mixed else ''} ({row.design}, {row.runs} runs): "
+                    f"{_plain(row.reason)}")
+    shown = decided.drop(columns=["reason"] if mixed else ["reason", "kind"])
+    st.dataframe(shown, hide_index=True, column_config={
+        "kind": st.column_config.TextColumn("kind", help=KIND_HELP),
         "best": st.column_config.NumberColumn(f"best mean {s.metric} so far", format="%.4g"),
         "gpu_hours": st.column_config.NumberColumn("GPU-hours so far", format="%.3g")})
     left, right = st.columns(2)
@@ -280,6 +339,22 @@ def show_decisions(url: str, name: str) -> None:
         st.plotly_chart(charts.best_so_far(decided, s.metric), key="best_so_far")
     with right:
         st.plotly_chart(charts.pareto_front(data.pareto_front(s), s.metric, s.goal), key="pareto_front")
+
+
+KIND_HELP = ("designed: its runs were placed by a design, and the Effects view fits them. Proposed, not a design, "
+             "so left out of the effects and in the decomposition of all runs: "
+             + "; ".join(f"{name}: {words}" for name, words in PROPOSED.items()) + ".")
+
+
+# Badge text per proposed design (orchestrator.wave_kinds.PROPOSED has the long words, in the table's help)
+BADGES = {"model": "proposed by a model", "space_filling": "proposed: a space-filling sample"}
+
+
+def _badge(design: str | None) -> str:
+    """" :blue-badge[designed]", or " :violet-badge[proposed by a model]"."""
+    if is_designed(design):
+        return " :blue-badge[designed]"
+    return f" :violet-badge[{BADGES.get(design, f'proposed ({design})')}]"
 
 
 def _plain(text: str) -> str:
@@ -323,10 +398,13 @@ def main() -> None:
     name = st.sidebar.selectbox("Study", names, index=names.index(asked) if asked in names else 0, key="study")
     st.query_params.update(view=view, study=name)
     if view in ("Effects", "Interactions"):
-        default = effects.default_scope(study(url, name))
-        st.sidebar.radio("Fit", list(SCOPES), format_func=SCOPES.get, index=list(SCOPES).index(default),
+        chosen = study(url, name)
+        default = effects.default_scope(chosen)
+        labels = DESIGNED_SCOPES if chosen.split.has_proposals else SCOPES
+        st.sidebar.radio("Fit", list(SCOPES), format_func=labels.get, index=list(SCOPES).index(default),
                          key="scope", help="Adaptive waves move their window: fit the latest wave's region (the "
-                                           "default for them) or every run.")
+                                           "default for them) or every run. Runs of proposed waves (a model's "
+                                           "batch, a space-filling sample) are never fitted: they are not a design.")
     live = table["state"].isin(["running", "pending"]).any()
     # While a study runs, only the view reruns every TTL seconds (a fragment); widgets keep their state.
     (st.fragment(run_every=TTL)(render) if live else render)(view, url, name)

@@ -142,9 +142,12 @@ def learning_curve(curve: pd.DataFrame, run_id: int) -> go.Figure:
 
 
 def best_so_far(decisions: pd.DataFrame, metric: str) -> go.Figure:
-    """Best cell mean after each wave against the GPU-hours spent so far: what each wave bought."""
+    """Best cell mean after each wave against the GPU-hours spent so far: what each wave bought (a proposed wave is
+    labelled with its kind)."""
+    kinds = decisions["kind"] if "kind" in decisions else ["designed"] * len(decisions)
+    labels = [f"wave {w}" if k == "designed" else f"wave {w}, {k}" for w, k in zip(decisions["wave"], kinds)]
     fig = go.Figure(go.Scatter(x=decisions["gpu_hours"], y=decisions["best"], mode="lines+markers+text",
-                               text=[f"wave {w}" for w in decisions["wave"]], textposition="top center"))
+                               text=labels, textposition="top center"))
     return _layout(fig, f"Best mean {metric} after each wave", "GPU-hours spent (cumulative)",
                    f"best cell mean {metric}", height=340)
 

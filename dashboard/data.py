@@ -17,6 +17,7 @@ from scipy import stats
 from sqlalchemy import Engine, String, and_, case, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
+from orchestrator.report import WaveSplit, wave_kind
 from orchestrator.status import RunStatus
 from orchestrator.store.models import (
     CurvePointModel,
@@ -55,6 +56,14 @@ class Study:
     @property
     def response(self) -> str:
         return f"metric.{self.metric}"
+
+    @property
+    def split(self) -> WaveSplit:
+        """Which waves are designed (the effects fit uses their runs) and which proposed (a model's batch, a
+        space-filling sample: the decomposition uses them too)."""
+        counts = self.runs["wave"].value_counts()  # not wave_split's loop: 20,000 runs, on every view
+        return WaveSplit({int(n): d for n, d in zip(self.waves["number"], self.waves["design"])},
+                         {int(n): int(c) for n, c in counts.items()})
 
     @property
     def live(self) -> bool:
@@ -375,8 +384,8 @@ def _slots(lanes: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
 
 
 def decisions(study: Study) -> pd.DataFrame:
-    """Per wave: wave, design, reason, runs, best (best cell mean over the runs of this and earlier waves),
-    gpu_hours (spent up to this wave)."""
+    """Per wave: wave, design, kind ("designed", or "proposed (model)" / "proposed (space_filling)"), reason, runs,
+    best (best cell mean over the runs of this and earlier waves), gpu_hours (spent up to this wave)."""
     done = completed(study)
     progress = wave_progress(study)
     best = pd.Series(math.nan, index=progress["number"])
@@ -387,7 +396,8 @@ def decisions(study: Study) -> pd.DataFrame:
         sums = sums.reindex(columns=pd.MultiIndex.from_product([["sum", "count"], progress["number"]]), fill_value=0)
         means = sums["sum"].cumsum(axis=1) / sums["count"].cumsum(axis=1).where(lambda c: c > 0)
         best = means.min() if study.goal == "minimize" else means.max()
-    return pd.DataFrame({"wave": progress["number"], "design": progress["design"], "reason": progress["reason"],
+    return pd.DataFrame({"wave": progress["number"], "design": progress["design"],
+                         "kind": progress["design"].map(wave_kind), "reason": progress["reason"],
                          "runs": progress["runs"], "best": best.to_numpy(),
                          "gpu_hours": progress["cost_s"].cumsum() / 3600})
 

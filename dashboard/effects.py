@@ -5,6 +5,11 @@ quantiles, the interaction matrix and the interaction plot's cell means.
 Adaptive waves move their window, so a study's runs span several regions at different levels. The default fit for
 them is the latest wave's region (every run inside the box its runs span); "all" fits every run. The view says
 which runs it fitted.
+
+Proposed waves (a model's batch, a space-filling sample: :mod:`orchestrator.wave_kinds`) are not a design, so
+both scopes fit the designed waves' runs only, the latest *designed* wave defines the region, and the view says
+which runs were left out. :func:`decompose_all` is the fANOVA of every run, for those studies (it takes seconds:
+the app computes it on demand).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from scipy import stats
 from threadpoolctl import threadpool_limits  # scikit-learn's dependency, hence ours
 
 from dashboard.data import Study
-from orchestrator.analysis import EffectsResult, FactorInfo, cell_means, fit_effects
+from orchestrator.analysis import EffectsResult, FactorInfo, FanovaResult, cell_means, decompose, fit_effects
+from orchestrator.report import WaveSplit
 from orchestrator.spec import Factor
 
 
@@ -46,17 +52,30 @@ def _greedy(study: Study) -> bool:
     return study.mode == "greedy" or (bool(len(study.waves)) and study.waves["design"].iloc[0] == "greedy")
 
 
+@dataclass(frozen=True)
+class Decomposition:
+    described: str  # which runs were decomposed, in words
+    result: FanovaResult | None
+    error: str | None  # why there is no result
+
+
 def fit(study: Study, scope: str | None = None, alpha: float = 0.05) -> Fit:
     scope = scope or default_scope(study)
-    runs, described = _scope(study, scope)
+    split = study.split
+    if split.has_proposals and not split.designed:
+        return Fit(scope, study.metric, split.all_runs(), {}, _empty(study, {}), None,
+                   f"every wave is proposed ({split.left_out()}), so there is no design to fit effects on")
+    runs, described = _scope(study, scope, split)
+    left_out = f"; {split.left_out()}" if split.has_proposals else ""
     factors, fixed = _varying(study, runs)
     frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]] if study.response in runs else None
     if frame is None or not _any_result(runs, study):
-        return Fit(scope, study.metric, described, factors, _empty(study, factors), None,
+        return Fit(scope, study.metric, described + left_out, factors, _empty(study, factors), None,
                    f"no COMPLETE run with {study.metric!r} yet")
     frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
     if fixed and scope == "all":  # the latest region's description already names its constant factors
         described += "; constant there: " + ", ".join(f"{f} = {v}" for f, v in fixed.items())
+    described += left_out
     if not factors:
         return Fit(scope, study.metric, described, factors, frame, None, "no factor varies among these runs")
     if _greedy(study):
@@ -80,10 +99,32 @@ def _empty(study: Study, factors: dict) -> pd.DataFrame:
     return pd.DataFrame(columns=[*factors, study.metric, "status"])
 
 
-def _scope(study: Study, scope: str) -> tuple[pd.DataFrame, str]:
+def decompose_all(study: Study, alpha: float = 0.05, seed: int = 0) -> Decomposition:
+    """The random-forest decomposition of every run, proposed waves' included: it is made for points no design
+    placed. Seconds, not milliseconds (1 + 100 bootstrap + 2 x 99 permutation forests), so only on demand."""
     runs = study.runs
+    described = study.split.all_runs()
+    factors, _ = _varying(study, runs)
+    if study.response not in runs or not _any_result(runs, study):
+        return Decomposition(described, None, f"no COMPLETE run with {study.metric!r} yet")
+    if not factors:
+        return Decomposition(described, None, "no factor varies among these runs")
+    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]]
+    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):  # as in fit(): spare the study's own workers
+            result = decompose(frame, factors, study.metric, alpha=alpha, seed=seed)
+    except ValueError as exc:
+        return Decomposition(described, None, f"cannot decompose these runs yet: {exc}")
+    return Decomposition(described, result, None)
+
+
+def _scope(study: Study, scope: str, split: WaveSplit) -> tuple[pd.DataFrame, str]:
+    runs = study.runs
+    if split.has_proposals:  # a proposed wave's points are no design: neither fitted nor defining the region
+        runs = runs[runs["wave"].isin(split.designed)]
     if scope == "all" or runs.empty:
-        return runs, f"all {len(runs)} runs"
+        return runs, split.used() if split.has_proposals else f"all {len(runs)} runs"
     latest = int(runs["wave"].max())
     inside = pd.Series(True, index=runs.index)
     bounds = []
@@ -97,8 +138,8 @@ def _scope(study: Study, scope: str) -> tuple[pd.DataFrame, str]:
         else:
             inside &= column.isin(values)
             bounds.append(f"{factor} = {values[0]}" if len(values) == 1 else f"{factor} in {values}")
-    return runs[inside], (f"runs inside wave {latest}'s region ({', '.join(bounds)}): {int(inside.sum())} of "
-                          f"{len(runs)} runs")
+    of = split.used() if split.has_proposals else f"{len(runs)} runs"
+    return runs[inside], f"runs inside wave {latest}'s region ({', '.join(bounds)}): {int(inside.sum())} of {of}"
 
 
 def _spec_factor(study: Study, name: str) -> Factor:

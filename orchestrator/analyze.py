@@ -9,6 +9,10 @@ Two methods, because designed and undesigned runs need different tools:
 
 ``auto`` takes ``fanova`` for a greedy study, and for external runs where a factor has more than
 :data:`DESIGNED_MAX_LEVELS` distinct values (a sampler's continuous draws); ``ols`` otherwise.
+
+A waves study may mix designed waves with proposed ones (a space-filling sample, a model's batch:
+:mod:`orchestrator.wave_kinds`). Its ``ols`` fit (what ``auto`` keeps: a waves study is run for it) uses the runs of
+the designed waves only, its ``fanova`` decomposition every run, and the output says which runs each used.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from orchestrator.errors import WavesweepError
+from orchestrator.report import span
 from orchestrator.sources import Runs, csv_runs, optuna_runs
 
 DESIGNED_MAX_LEVELS = 5  # a factorial design rarely has more levels per factor; a sampler's draws nearly all differ
@@ -56,6 +61,8 @@ def choose_method(method: str, runs: Runs) -> str:
     if method != "auto":
         return method
     if runs.designed is not None:
+        if runs.split is not None and not runs.split.designed:
+            return "fanova"  # every wave was proposed: nothing the coded fit may use
         return "ols" if runs.designed else "fanova"
     many = [n for n in runs.factors if runs.frame[n].nunique() > DESIGNED_MAX_LEVELS]
     return "fanova" if many else "ols"
@@ -77,10 +84,12 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
     asked, method = method, choose_method(method, runs)
     title = f"{runs.response} in {runs.source}" + (f" ({runs.goal})" if runs.goal else "")
     fallback = None
-    if asked == "auto" and method == "fanova" and (few := _too_few_for_fanova(runs)):
+    if asked == "auto" and method == "fanova" and (runs.split is None or runs.split.designed) \
+            and (few := _too_few_for_fanova(runs)):
         # A short greedy path: a forest on a handful of runs says nothing. The coded fit still shows, through
         # its aliasing, which interactions the runs cannot separate.
         method, fallback = "ols", few
+    runs, used = runs_for(method, runs)
     try:
         if method == "ols":
             result = fit_effects(runs.frame, runs.factors, runs.response, alpha=alpha,
@@ -91,25 +100,56 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
             result = decompose(runs.frame, runs.factors, runs.response, alpha=alpha, seed=seed)
             hints = []
     except ValueError as exc:
-        raise WavesweepError(f"cannot analyse {runs.source} by {method}: {exc}") from None
+        which = f" ({used['note']})" if used else ""
+        raise WavesweepError(f"cannot analyse {runs.source} by {method}{which}: {exc}") from None
     if runs.notes or fallback:
         result = replace(result, notes=(*runs.notes, *([fallback] if fallback else []), *result.notes))
 
     if fmt == "json":
         out: dict[str, Any] = result.to_dict()
         out["method_used"] = method
+        if used:
+            out["runs_used"] = used
         if method == "ols":
             out["hints"] = [h.to_dict() for h in hints]
             if detect is not None:
                 out["runs_needed"] = {"effect": detect, "power": 0.8, "runs": needed_runs(result, detect)}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
     elif fmt == "csv":
-        sys.stdout.write(result.to_frame().to_csv(index=False))
-    elif method == "ols":
-        print_effects(console, result, f"Effects on {title}", detect)
-        print_hints(console, hints)
+        frame = result.to_frame()
+        if used:  # every row's estimate comes from the same runs
+            frame = frame.assign(runs_used=used["runs"], waves_used=" ".join(map(str, used["waves"])))
+        sys.stdout.write(frame.to_csv(index=False))
     else:
-        print_decomposition(console, result, f"Variance decomposition of {title}")
+        if used:
+            console.print(f"Runs: {used['note']}.", highlight=False, soft_wrap=True, markup=False)
+        if method == "ols":
+            print_effects(console, result, f"Effects on {title}", detect)
+            print_hints(console, hints)
+        else:
+            print_decomposition(console, result, f"Variance decomposition of {title}")
+
+
+def runs_for(method: str, runs: Runs) -> tuple[Runs, dict[str, Any] | None]:
+    """The runs ``method`` may use and, for a study with proposed waves, which ones in JSON form (runs, waves,
+    designs, left_out, note); None for every other source, whose output stays as it was.
+
+    The coded OLS fit takes the designed waves' runs only: a proposed wave's points are no design, and would lend
+    the fit's aliasing and intervals a geometry they do not have. The decomposition is made for undesigned points,
+    so it takes them all."""
+    split = runs.split
+    if split is None or not split.has_proposals:
+        return runs, None
+    if method == "fanova":
+        return runs, {**split.to_dict(split.designs), "left_out": None,
+                      "note": f"decomposition of {split.all_runs()}"}
+    if not split.designed:
+        raise WavesweepError(f"--method ols: every wave of {runs.source} is proposed ({span(split.proposed)}: "
+                             f"{', '.join(split.names(split.proposed))}), not a design the effects fit may use; "
+                             f"--method fanova decomposes all {split.n_all} runs")
+    note = f"effects from {split.used()}; {split.left_out()}; `--method fanova` decomposes all {split.n_all}"
+    left_out = {**split.to_dict(split.proposed), "why": "not a design"}
+    return runs.designed_only(), {**split.to_dict(split.designed), "left_out": left_out, "note": note}
 
 
 def _too_few_for_fanova(runs: Runs) -> str | None:
@@ -126,20 +166,23 @@ def _too_few_for_fanova(runs: Runs) -> str | None:
 
 def _study_runs(study: str, store: str | None) -> Runs:
     from orchestrator.analysis import factor_infos
-    from orchestrator.report import recorded_spec, study_frame
+    from orchestrator.report import recorded_spec, study_frame, wave_split
     from orchestrator.spec import parse_spec
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
     spec = parse_spec(recorded_spec(db, study), check_experiment=False)
     metric = spec.response.metric
-    frame = study_frame(db.runs(study), list(spec.factors), metric)
+    records, waves = db.runs(study), db.waves(study)
+    frame = study_frame(records, list(spec.factors), metric)
     # A greedy path is not a design: one factor at a time leaves most pairs unseparated. Every other mode runs
     # designs (auto resolves to greedy only on one slot, and the runs say which: greedy's first wave is the
-    # replicated start point).
-    greedy = spec.strategy.mode == "greedy" or (spec.strategy.mode == "auto" and _looks_greedy(db.waves(study)))
+    # replicated start point), possibly followed by proposed waves (see runs_for).
+    greedy = spec.strategy.mode == "greedy" or (spec.strategy.mode == "auto" and _looks_greedy(waves))
+    run_waves = tuple(int(r["wave"]) for r in records)
+    split = wave_split({w["number"]: w["design"] for w in waves}, run_waves)
     return Runs(frame, factor_infos(spec.factors), metric, spec.response.goal, f"study {study}", not greedy,
-                fixed=dict(spec.fixed))
+                fixed=dict(spec.fixed), split=split, waves=run_waves)
 
 
 def _looks_greedy(waves: list[dict]) -> bool:

@@ -100,8 +100,10 @@ def plan(
     from orchestrator.plan import make_plan
     from orchestrator.spec import load_spec
 
+    from orchestrator.strategies import wave_size
+
     spec = load_spec(spec_path, check_experiment=False)
-    runs_per_wave = spec.strategy.runs_per_wave or gpus
+    runs_per_wave = wave_size(spec, gpus)
     if runs_per_wave is None:
         raise WavesweepError("strategy.runs_per_wave is not in the spec: pass --gpus N, the GPUs (or CPU slots) the "
                              "study will run on")
@@ -152,7 +154,7 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
     study)."""
     from datetime import UTC, datetime
 
-    from orchestrator.report import lease_line, recorded_spec, wave_table
+    from orchestrator.report import lease_line, recorded_spec, split_line, wave_split, wave_table
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
@@ -171,7 +173,11 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
     console.print(f"Study [bold]{study}[/] in {db.display_url}", highlight=False, soft_wrap=True)
     console.print(lease_line(db.lease(db.study_id(study)), datetime.now(UTC)), highlight=False,
                   soft_wrap=True, markup=False)
-    console.print(wave_table(db.waves(study), runs))
+    waves = db.waves(study)
+    console.print(wave_table(waves, runs))
+    # Designed runs feed the effects fit; proposed ones (a model's batch, a space-filling sample) do not.
+    split = wave_split({w["number"]: w["design"] for w in waves}, (r["wave"] for r in runs))
+    console.print(split_line(split), highlight=False, soft_wrap=True, markup=False)
     info = db.study_info(study) or {}
     if info.get("stop_reason"):
         stopped = info["stopped_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if info.get("stopped_at") else "-"
@@ -233,8 +239,9 @@ def analyze(
     goal: Annotated[str | None, typer.Option(
         help="With --csv: minimize or maximize the response (reparametrisation hints need it; default minimize).")] = None,
     method: Annotated[str, typer.Option(
-        help="ols (designed runs: effects with CIs), fanova (undesigned runs: variance shares with bootstrap CIs "
-             "and permutation noise floors) or auto")] = "auto",
+        help="ols (designed runs: effects with CIs; in a study with proposed waves, the designed waves' runs only), "
+             "fanova (undesigned runs: variance shares with bootstrap CIs and permutation noise floors; every run) "
+             "or auto")] = "auto",
     format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     adjust: Annotated[str, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = "holm",
     alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,

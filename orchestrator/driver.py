@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from orchestrator.lease import StudyLease
 from orchestrator.pipeline import Pipeline
 from orchestrator.references import resolve_all
-from orchestrator.strategies import create_strategy
+from orchestrator.strategies import create_strategy, wave_size
 
 if TYPE_CHECKING:
     from orchestrator.cells import Cell
@@ -46,9 +46,8 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     with :class:`~orchestrator.lease.StudyBusy` before it writes anything (the CLI takes it before starting Ray).
     """
     executor.check_fits(spec)  # in seconds, before anything is written: a run cannot span nodes
-    slots = executor.slots(spec)
-    strategy = create_strategy(spec, slots)
-    runs_per_wave = spec.strategy.runs_per_wave or slots
+    runs_per_wave = wave_size(spec, executor.slots(spec))
+    strategy = create_strategy(spec, runs_per_wave)
     # Both before the first write: a plan over budget or a dangling store reference stores nothing.
     strategy.check_budget(runs_per_wave)
     resolved = resolve_all(spec, store)

@@ -34,6 +34,7 @@ class Plan:
     minutes_per_run: float | None
     gpus_per_run: float
     adaptive: bool  # later waves are chosen from results: only the first is planned
+    mode: str  # the strategy that will run (auto resolved from the wave size, as `wavesweep run` resolves it)
 
     @property
     def runs(self) -> int:
@@ -71,7 +72,7 @@ def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> 
         estimable = tuple(t for t in aliasing.kept if t != "Intercept")
         estimability.append(Estimability(number, len(cells), estimable, dict(aliasing.dropped)))
     return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run,
-                strategy.adaptive)
+                strategy.adaptive, strategy.name)
 
 
 def median_minutes(runs: list[dict]) -> float | None:

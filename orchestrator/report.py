@@ -1,9 +1,12 @@
 """Turning a study's runs into an analysis input, an analysis into terminal tables (for `wavesweep analyze`), and a
-study's waves and lease into what `wavesweep status` prints."""
+study's waves and lease into what `wavesweep status` prints. :class:`WaveSplit` says which runs are designed and
+which proposed, in the words analyze, status and the dashboard share."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +14,112 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.wave_kinds import is_designed
+
 if TYPE_CHECKING:
     from orchestrator.analysis import EffectsResult, FanovaResult
+
+
+def wave_kind(design: str | None) -> str:
+    """"designed", or "proposed (model)" / "proposed (space_filling)": what a wave's runs may be used for."""
+    return "designed" if is_designed(design) else f"proposed ({design})"
+
+
+@dataclass(frozen=True)
+class WaveSplit:
+    """A study's waves split into designs and proposals (:mod:`orchestrator.wave_kinds`), with their run counts.
+
+    The coded effects fit uses the runs of designed waves only: a proposed wave's points (a space-filling sample, a
+    model's batch) are no design, and would give the fit's aliasing and intervals a geometry they do not have. The
+    variance decomposition uses every run. One place for the words, so analyze, status and the dashboard say the
+    same thing."""
+
+    designs: dict[int, str | None]  # wave number -> the design name stored with it, every wave of the study
+    runs: dict[int, int]  # wave number -> runs recorded in it
+
+    @property
+    def designed(self) -> list[int]:
+        return sorted(n for n, d in self.designs.items() if is_designed(d))
+
+    @property
+    def proposed(self) -> list[int]:
+        return sorted(n for n, d in self.designs.items() if not is_designed(d))
+
+    @property
+    def has_proposals(self) -> bool:
+        return bool(self.proposed)
+
+    def count(self, waves: Iterable[int]) -> int:
+        return sum(self.runs.get(n, 0) for n in waves)
+
+    @property
+    def n_designed(self) -> int:
+        return self.count(self.designed)
+
+    @property
+    def n_proposed(self) -> int:
+        return self.count(self.proposed)
+
+    @property
+    def n_all(self) -> int:
+        return self.count(self.designs)
+
+    def names(self, waves: Iterable[int]) -> list[str]:
+        """The design names of ``waves``, each once, in wave order."""
+        return list(dict.fromkeys(str(self.designs[n]) for n in sorted(waves)))
+
+    def used(self) -> str:
+        """"the 32 runs of designed waves 1-2 (fractional_factorial, fold_over)"."""
+        waves = self.designed
+        return f"the {self.n_designed} runs of designed {span(waves)} ({', '.join(self.names(waves))})"
+
+    def left_out(self) -> str:
+        """"32 runs of proposed waves 3-4 (model) left out: they are not a design"."""
+        waves = self.proposed
+        return (f"{self.n_proposed} runs of proposed {span(waves)} ({', '.join(self.names(waves))}) left out: "
+                "they are not a design")
+
+    def all_runs(self) -> str:
+        """"all 64 runs: 32 of designed waves 1-2 (fractional_factorial, fold_over), 32 of proposed waves 3-4
+        (model)"."""
+        parts = [f"{self.count(waves)} of {kind} {span(waves)} ({', '.join(self.names(waves))})"
+                 for kind, waves in (("designed", self.designed), ("proposed", self.proposed)) if waves]
+        return f"all {self.n_all} runs: {', '.join(parts)}"
+
+    def to_dict(self, waves: Iterable[int]) -> dict[str, Any]:
+        """The runs of ``waves`` (those an estimate used), JSON-ready: runs, waves, designs."""
+        waves = sorted(waves)
+        return {"runs": self.count(waves), "waves": waves, "designs": self.names(waves)}
+
+
+def wave_split(designs: Mapping[int, str | None], run_waves: Iterable[int]) -> WaveSplit:
+    """The split of a study from ``{wave number: design}`` (every wave) and the wave of each of its runs."""
+    counts: dict[int, int] = {}
+    for wave in run_waves:
+        counts[int(wave)] = counts.get(int(wave), 0) + 1
+    return WaveSplit({int(n): d for n, d in designs.items()}, counts)
+
+
+def span(waves: Iterable[int]) -> str:
+    """"wave 3", "waves 1-2", "waves 1, 3-5": wave numbers in words, consecutive ones as ranges."""
+    numbers = sorted(set(waves))
+    parts, start = [], None
+    for i, n in enumerate(numbers):
+        start = n if start is None else start
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(str(n) if n == start else f"{start}-{n}")
+            start = None
+    return ("wave " if len(numbers) == 1 else "waves ") + ", ".join(parts)
+
+
+def split_line(split: WaveSplit) -> str:
+    """The status summary of designed and proposed runs."""
+    if not split.has_proposals:
+        return f"Runs: {split.n_all}, all in designed waves."
+    designed = f"{split.n_designed} in designed {span(split.designed)}" if split.designed else "0 in designed waves"
+    return (f"Runs: {designed}, {split.n_proposed} in proposed {span(split.proposed)} "
+            f"({', '.join(split.names(split.proposed))}). `wavesweep analyze` fits effects on the designed runs only "
+            "(the proposed ones are not a design); --method fanova decomposes all.")
 
 
 def recorded_spec(db, study: str) -> dict[str, Any]:
@@ -38,19 +145,21 @@ def lease_line(lease: dict[str, Any] | None, now: datetime) -> str:
 
 
 def wave_table(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> Table:
-    """One row per wave (``Store.waves``): why, runs by status, backfill runs, the idle device-seconds the driver
-    counted ("-" where it did not: waves recorded before it did, or still running), when the driver stopped waiting
-    for its stragglers, when it finished."""
+    """One row per wave (``Store.waves``): its kind (designed, or proposed by a model or a space-filling sample:
+    :func:`wave_kind`), why, runs by status, backfill runs, the idle device-seconds the driver counted ("-" where it
+    did not: waves recorded before it did, or still running), when the driver stopped waiting for its stragglers,
+    when it finished."""
     counts: dict[int, dict[str, int]] = {}
     backfill: dict[int, int] = {}
     for run in runs:
         by_status = counts.setdefault(run["wave"], {})
         by_status[run["status"]] = by_status.get(run["status"], 0) + 1
         backfill[run["wave"]] = backfill.get(run["wave"], 0) + bool(run.get("backfill"))
-    table = Table("wave", "why", "runs", "by status", "backfill", "idle", "deadline passed", "finished")
+    table = Table("wave", "kind", "why", "runs", "by status", "backfill", "idle", "deadline passed", "finished")
     for wave in waves:
         by_status = counts.get(wave["number"], {})
-        table.add_row(str(wave["number"]), wave["reason"], str(sum(by_status.values())),
+        table.add_row(str(wave["number"]), wave_kind(wave.get("design")), wave["reason"],
+                      str(sum(by_status.values())),
                       ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
                       str(backfill.get(wave["number"], 0)), _idle(wave),
                       _utc(wave["deadline_at"]) if wave.get("deadline_at") else "-",

@@ -8,14 +8,17 @@ study is read.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
 from orchestrator.analysis import FactorInfo, infer_factors
 from orchestrator.errors import WavesweepError
+
+if TYPE_CHECKING:
+    from orchestrator.report import WaveSplit
 
 # Optuna trial states -> wavesweep run statuses, so the analysis' failed-runs rule applies to them unchanged.
 _OPTUNA_STATUS = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAILED", "RUNNING": "RUNNING",
@@ -32,6 +35,17 @@ class Runs:
     designed: bool | None  # None: unknown (decided from the data)
     notes: tuple[str, ...] = ()
     fixed: dict = field(default_factory=dict)  # the study's fixed params (an optimizer, use_rslora: read by hints)
+    # A study's runs: its waves' kinds, and the wave of each row of ``frame`` (None for a CSV or an Optuna study)
+    split: WaveSplit | None = None
+    waves: tuple[int, ...] | None = None
+
+    def designed_only(self) -> Runs:
+        """The runs of designed waves (all of them where nothing says which waves are designed)."""
+        if self.split is None or self.waves is None:
+            return self
+        keep = set(self.split.designed)
+        rows = pd.Series([wave in keep for wave in self.waves], index=self.frame.index, dtype=bool)
+        return replace(self, frame=self.frame[rows], waves=tuple(w for w in self.waves if w in keep))
 
 
 def csv_runs(path: Path, response: str, factors: Iterable[str], log: Iterable[str] = (),

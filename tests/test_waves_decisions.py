@@ -1,5 +1,5 @@
-"""Each decision of the adaptive waves, without Ray: Waves.next_wave on run records made up from known surfaces,
-the driver with an in-process executor, and what `wavesweep status` shows of a stop."""
+"""Each decision of the adaptive waves (screen, de-alias, explore, refine, stop), without Ray: Waves.next_wave on run
+records made up from known surfaces, the driver with an in-process executor, and what `wavesweep status` shows."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ import zlib
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from orchestrator.analysis import FactorInfo, fit_effects
-from orchestrator.designs.definitive_screening import runs_of
 from orchestrator.driver import run_study
 from orchestrator.executor import Finished, Started
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from orchestrator.strategies import Waves, create_strategy
-from orchestrator.strategies.waves_rules import borderline_terms, patience_stop
+from orchestrator.strategies.waves.dealias import augment, best_fold
+from orchestrator.wave_kinds import is_designed
 
 
 def spec(factors: dict, study: str = "w", seeds=(0,), goal: str = "minimize", **strategy):
@@ -37,7 +38,7 @@ def noise(levels: dict, seed: int, sd: float) -> float:
 
 
 def record(plan, wave: int, value) -> list[dict]:
-    return [{"wave": wave, "cell_key": c.key, "seed": c.seed, "status": "COMPLETE",
+    return [{"wave": wave, "design": plan.design, "cell_key": c.key, "seed": c.seed, "status": "COMPLETE",
              **{f"param.{n}": v for n, v in c.levels.items()}, "metric.loss": value(c.levels, c.seed),
              "metric.gpu_s": 0.0, "metric.wall_s": 1.0} for c in plan.cells]
 
@@ -56,210 +57,171 @@ def numbers_after(text: str, name: str) -> float:
     return float(re.search(rf"{name}=([-\d.e+]+)", text).group(1))
 
 
-# --- replicates when a decision hinges on a CI --------------------------------------------------------------------
+# --- screen: the first wave -----------------------------------------------------------------------------------------
 
-# A fixed noise pattern for the 8 runs of the first wave (2^2 x 2 seeds): with x's effect 0.34, the Holm-adjusted
-# p of x lands between alpha and 2.5 alpha, though its unadjusted 95% CI misses 0.
-PATTERN = [0.30, -0.20, 0.10, -0.25, -0.10, 0.20, 0.05, -0.10]
-
-
-def test_a_borderline_main_effect_gets_one_replicate_wave_then_a_decision():
+def test_the_first_wave_screens_the_box_with_center_runs_where_the_wave_has_room():
     strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}))
-    first = strategy.next_wave(set(), 8)
-    assert first.reason == "first wave over the whole box: 2^2 full factorial x 2 seeds over x, y"
-    errors = dict(zip([c.key for c in first.cells], PATTERN))
-    runs = record(first, 1, lambda levels, seed: 1 + 0.34 * (2 * levels["x"] - 1))
-    for run in runs:
-        run["metric.loss"] += errors[run["cell_key"]]
-    # The premise: x is borderline in the fit the strategy makes.
-    fit = fit_effects(_frame(runs), {"x": FactorInfo((0.0, 1.0)), "y": FactorInfo((0.0, 1.0))}, "loss")
-    assert [t.term for t in borderline_terms(fit, 0.05)] == ["x"] and 0.05 <= fit.term("x").p_adjusted < 0.125
-
-    second = strategy.next_wave({c.key for c in first.cells}, 8, runs)
-    assert second.design == "replicates"
-    x = fit.term("x")
-    assert second.reason.startswith(f"replicate before deciding: x {x.estimate:+.3g} (95% CI [{x.ci_low:.3g}, "
-                                    f"{x.ci_high:.3g}], adjusted p {x.p_adjusted:.3g}, between alpha 0.05 and 0.125)")
-    # Sized by runs_needed: enough runs in all to detect the estimate with 80% power, whole copies of the corners.
-    needed = int(re.search(r"\((\d+) runs in all would detect", second.reason).group(1))
-    assert len(second.cells) == 4 * math.ceil((needed - 8) / 4) and len(second.cells) <= 8
-    # The corner points again (the region does not move), at seeds none of them has run at.
-    points = {tuple(c.levels.values()) for c in first.cells}
-    assert {tuple(c.levels.values()) for c in second.cells} == points
-    assert not {c.key for c in second.cells} & {c.key for c in first.cells}
-
-    # Still borderline after the replicates (same pattern again): no second replicate wave in a row.
-    more = record(second, 2, lambda levels, seed: 1 + 0.2 * (2 * levels["x"] - 1))
-    for run, e in zip(more, PATTERN):
-        run["metric.loss"] += e
-    third = strategy.next_wave({c.key for c in first.cells + second.cells}, 8, runs + more)
-    assert third is not None and third.design != "replicates"
-
-
-def _frame(runs):
-    import pandas as pd
-
-    return pd.DataFrame({"x": [r["param.x"] for r in runs], "y": [r["param.y"] for r in runs],
-                         "loss": [r["metric.loss"] for r in runs], "status": [r["status"] for r in runs]})
-
-
-def test_a_clear_effect_moves_without_replicates():
-    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}))
-    plans, _ = simulate(strategy, 8, lambda lv, s: 1 + 2 * lv["x"] + noise(lv, s, 0.01), max_waves=2)
-    assert plans[1].design != "replicates" and "x down" in plans[1].reason
-
-
-# --- curvature: a central composite wave, then the fitted optimum ---------------------------------------------------
-
-def bowl(x0: float, y0: float, cross: float = 0.0, sd: float = 0.005):
-    return lambda lv, s: ((lv["x"] - x0) ** 2 + (lv["y"] - y0) ** 2 + cross * (lv["x"] - x0) * (lv["y"] - y0)
-                          + noise(lv, s, sd))
-
-
-def test_curvature_without_main_effects_runs_a_face_centred_ccd_inside_the_box():
-    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}))
-    plans, _ = simulate(strategy, 10, bowl(0.5, 0.5), max_waves=2)
-    assert plans[0].reason.endswith("2^2 full factorial x 2 seeds + 2 center runs over x, y")
-    ccd = plans[1]
-    assert ccd.design == "central_composite"
-    assert re.match(r"curvature \(2 center runs .* vs corners .*, t .*, p .*\): face-centred central composite over "
-                    r"x, y: 4 axial points \+ 2 center runs \(the corners are run\)", ccd.reason)
-    points = [(c.levels["x"], c.levels["y"]) for c in ccd.cells]
-    assert sorted(points[:4]) == [(0.0, 0.5), (0.5, 0.0), (0.5, 1.0), (1.0, 0.5)]  # on the faces: inside the box
-    assert points[4:] == [(0.5, 0.5), (0.5, 0.5)] and len({c.key for c in ccd.cells}) == 6
-
-
-def test_the_ccd_axial_points_of_a_log_and_an_integer_factor_stay_in_the_box():
-    strategy = create_strategy(spec({"lr": {"levels": [1e-4, 1e-2], "scale": "log"}, "rank": {"levels": [4, 16]}}))
-
-    def value(lv, s):  # a bowl in log10(lr) and rank, centred in the box
-        return (math.log10(lv["lr"]) + 3) ** 2 + ((lv["rank"] - 10) / 6) ** 2 + noise(lv, s, 0.005)
-
-    plans, runs = simulate(strategy, 10, value, max_waves=2)
-    assert plans[1].design == "central_composite"
-    axial = {(float(f"{c.levels['lr']:.6g}"), c.levels["rank"]) for c in plans[1].cells}
-    assert axial == {(1e-4, 10), (1e-2, 10), (1e-3, 4), (1e-3, 16), (1e-3, 10)}  # geometric center for log
-    assert all(1e-4 <= r["param.lr"] <= 1e-2 and 4 <= r["param.rank"] <= 16 for r in runs)
-
-
-def test_after_the_ccd_the_study_moves_to_the_fitted_minimum_and_narrows_around_it():
-    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}))
-    # A CCD on the box made up by hand (corners x 2 seeds + 2 centers, then axial points + 2 centers), on a bowl
-    # whose minimum (0.6, 0.4) is inside the window and off center.
-    value = bowl(0.6, 0.4, cross=0.3)
     first = strategy.next_wave(set(), 10)
+    assert first.design == "full_factorial"
+    # The quarter points of each range, not its ends (docs/design.md says why), and the center.
+    assert first.reason == "screen: 2^2 full factorial x 2 seeds + 2 center runs over x [0.25, 0.75], y [0.25, 0.75]"
+    points = [(c.levels["x"], c.levels["y"]) for c in first.cells]
+    assert sorted(set(points[:8])) == [(0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)]
+    assert points[8:] == [(0.5, 0.5), (0.5, 0.5)] and len({c.key for c in first.cells}) == 10
+
+
+def test_the_screen_of_a_log_and_an_integer_factor_uses_their_scale():
+    strategy = create_strategy(spec({"lr": {"levels": [1e-4, 1e-2], "scale": "log"}, "rank": {"levels": [4, 16]}}))
+    first = strategy.next_wave(set(), 6)
+    assert sorted({c.levels["lr"] for c in first.cells[:4]}) == pytest.approx([10 ** -3.5, 10 ** -2.5], rel=1e-5)
+    assert {c.levels["rank"] for c in first.cells[:4]} == {7, 13}  # 4 + 12 x 0.25 and x 0.75, integers
+    centers = [(c.levels["lr"], c.levels["rank"]) for c in first.cells[4:]]
+    # The geometric middle of lr, the integer middle of rank.
+    assert len(centers) == 2 and all(lr == pytest.approx(1e-3) and rank == 10 for lr, rank in centers)
+
+
+# --- de-alias: fold-over, augmentation -------------------------------------------------------------------
+
+def test_an_aliased_interaction_is_de_aliased_before_the_model_takes_over():
+    # Seven factors in 16 runs: the 2^(7-3) IV screen aliases a:b with c:e and f:g. No fold-over clears all three,
+    # so the de-alias wave is a D-optimal augmentation, after which every two-factor interaction is estimable and
+    # the fit names a:b alone.
+    names = "abcdefg"
+    strategy = create_strategy(spec({n: {"levels": [-1.0, 1.0]} for n in names}), 16)
+    value = lambda lv, s: 2 * lv["a"] + lv["b"] + 3 * lv["a"] * lv["b"] + noise(lv, s, 0.02)
+    first = strategy.next_wave(set(), 16)
     runs = record(first, 1, value)
-    from orchestrator.strategies.base import WavePlan
-
-    ccd = strategy._surface_wave({"x": (0.0, 1.0), "y": (0.0, 1.0)}, ["x", "y"],
-                                 [r for r in runs if r["param.x"] in (0, 1) and r["param.y"] in (0, 1)],
-                                 {c.key for c in first.cells}, 10, "made up")
-    assert ccd.design == "central_composite"
-    runs += record(WavePlan(ccd.cells, ccd.design, ccd.reason), 2, value)
-    step = strategy.next_wave({r["cell_key"] for r in runs}, 10, runs)
-    assert step.reason.startswith("response surface from the central composite (")
-    assert "fitted minimum at x=" in step.reason and "inside the window: move there" in step.reason
-    assert abs(numbers_after(step.reason, "x") - 0.6) < 0.01 and abs(numbers_after(step.reason, "y") - 0.4) < 0.01
-    # Half the width, centred on the optimum (clipped to the box): x [0.35, 0.85], y [0.15, 0.65].
-    xs, ys = {c.levels["x"] for c in step.cells}, {c.levels["y"] for c in step.cells}
-    assert min(xs) == pytest.approx(0.35, abs=0.01) and max(xs) == pytest.approx(0.85, abs=0.01)
-    assert min(ys) == pytest.approx(0.15, abs=0.01) and max(ys) == pytest.approx(0.65, abs=0.01)
-
-
-def test_a_saddle_moves_to_the_best_observed_cell_instead():
-    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}))
-    # Curvature at the center is positive overall (4x^2 - y^2 about the center), but y's is negative: a saddle.
-    plans, _ = simulate(strategy, 10, lambda lv, s: (4 * (lv["x"] - 0.5) ** 2 - (lv["y"] - 0.5) ** 2
-                                                     + noise(lv, s, 0.005)), max_waves=3)
-    assert plans[1].design == "central_composite"
-    assert "has a saddle" in plans[2].reason and "move x, y to the best observed cell x=0.5, y=0" in plans[2].reason
+    second = strategy.next_wave({c.key for c in first.cells}, 16, runs)
+    assert first.reason.startswith("screen: 2^(7-3) resolution IV")
+    assert second.design == "augmentation" and is_designed(second.design)
+    assert second.reason.startswith("de-alias: D-optimal augmentation: 16 corner points that, with the 16 run, make "
+                                    "every two-factor interaction estimable")
+    assert "a:b is aliased with c:e, f:g" in second.reason
+    both = runs + record(second, 2, value)
+    assert all(r[f"param.{n}"] in (-0.5, 0.5) for r in both for n in names)  # the screening region's corners
+    frame = pd.DataFrame({**{n: [r[f"param.{n}"] for r in both] for n in names},
+                          "loss": [r["metric.loss"] for r in both]})
+    fit = fit_effects(frame, {n: FactorInfo((-0.5, 0.5)) for n in names}, "loss")
+    assert not fit.not_estimable and all(not t.aliased_with for t in fit.terms)
+    assert {t.term for t in fit.terms if t.significant and t.order == 2} == {"a:b"}
+    # The wave after it is the model's, told all 32 runs.
+    third = strategy.next_wave({r["cell_key"] for r in both}, 16, both)
+    assert third.design == "model" and "told 32 finished runs" in third.reason
 
 
-def test_six_factors_in_a_resolution_iv_fraction_get_a_definitive_screening_wave():
-    names = [f"x{i}" for i in range(6)]
-    strategy = create_strategy(spec({n: {"levels": [0.0, 1.0]} for n in names}))
-
-    def value(lv, s):  # curved in x0 and x1 only, no main effects over the box
-        return (lv["x0"] - 0.5) ** 2 + (lv["x1"] - 0.5) ** 2 + noise(lv, s, 0.002)
-
-    plans, _ = simulate(strategy, 18, value, max_waves=3)
-    assert "2^(6-2) resolution IV" in plans[0].reason and plans[0].reason.endswith("+ 2 center runs over "
-                                                                                     "x0, x1, x2, x3, x4, x5")
-    dsd = plans[1]
-    assert dsd.design == "definitive_screening" and len(dsd.cells) == runs_of(6) == 13
-    assert "definitive screening over x0, x1, x2, x3, x4, x5: 13 runs" in dsd.reason
-    assert all(c.levels[n] in (0.0, 0.5, 1.0) for c in dsd.cells for n in names)
-    # The step after it: x0 and x1 are curved (their quadratics), the others inert and fixed.
-    step = plans[2].reason
-    assert step.startswith("response surface from the definitive screening")
-    assert all(f"x{i} inert, fixed at" in step for i in range(2, 6))
-    assert "fitted minimum at x0=" in step
-    assert abs(numbers_after(step, "x0") - 0.5) < 0.02 and abs(numbers_after(step, "x1") - 0.5) < 0.02
+def test_best_fold_clears_what_a_fold_over_can_and_augment_finds_estimable_points():
+    # 2^(4-1) IV (D = ABC): AB = CD. Folding on one factor clears both; on every factor it reproduces the fraction.
+    letters, clear = best_fold(("ABCD",), "ABCD", [{"AB", "CD"}])
+    assert letters == "A" and clear == 2
+    # Augmenting those 8 runs by 8 corners for the full two-factor model: the other half, the full 2^4.
+    old = np.array([[a, b, c, a * b * c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)])
+    new, model = augment(old, 8, [(0, 1), (2, 3)])
+    assert model == "every two-factor interaction"
+    both = {tuple(r) for r in np.vstack([old, new])}
+    assert len(both) == 16
 
 
-def test_a_saturated_wave_with_large_interactions_is_judged_by_lenth_not_stopped_on():
-    # The LLM fine-tuning surface's first wave: 2^(7-3) IV in 16 runs leaves 1 residual df, and its interactions
-    # are large. Pooling them into the error (the old rule) called every factor inert and stopped after one wave
-    # with regret 0.57; judged by Lenth's method, lr:batch_size is significant and aliased, so the fraction folds.
-    from experiments.surfaces import get_surface
+# --- explore: nothing significant -----------------------------------------------------------------------------------
 
-    surface = get_surface("llm_finetune")
-    study = surface.spec("llm", runs_per_wave=16)
-    study["response"]["metric"] = "loss"  # the name record() writes
-    strategy = create_strategy(parse_spec(study, check_experiment=False), 16)
-    plans, runs = simulate(strategy, 16, lambda lv, s: surface.sample(lv, s), max_waves=2)
-    assert plans[0].reason.startswith("first wave over the whole box: 2^(7-3) resolution IV")
-    assert plans[1].design == "fold_over" and "learning_rate:batch_size is aliased with" in plans[1].reason
-
-
-def test_nothing_significant_by_lenth_replicates_before_calling_factors_inert():
-    # Five equal main effects in the 8 runs of a 2^(5-2) III fraction: no residual df, and Lenth's pseudo SE
-    # (which assumes most effects are null) is inflated by them, so nothing is significant. That is no evidence of
-    # inert factors: replicate first.
+def test_a_screen_that_finds_nothing_goes_to_the_model_which_looks_inside_the_box():
     names = [f"x{i}" for i in range(5)]
-    strategy = create_strategy(spec({n: {"levels": [-1, 1]} for n in names}))
-    plans, runs = simulate(strategy, 8, lambda lv, s: sum(lv.values()) + noise(lv, s, 0.1), max_waves=2)
-    frame = pd.DataFrame({**{n: [r[f"param.{n}"] for r in runs[:8]] for n in names},
-                          "loss": [r["metric.loss"] for r in runs[:8]]})
-    fit = fit_effects(frame, {n: FactorInfo((-1, 1)) for n in names}, "loss")
-    assert fit.method == "lenth" and not any(t.significant for t in fit.terms)
-    assert plans[1].design == "replicates"
-    assert "no term is significant by Lenth's pseudo standard error" in plans[1].reason
-    assert len(plans[1].cells) == 8 and {c.seed for c in plans[1].cells}.isdisjoint({c.seed for c in plans[0].cells})
+    strategy = create_strategy(spec({n: {"levels": [0.0, 1.0]} for n in names}))
+    # A bump between the screen's levels that the screen cannot see: flat and noisy there.
+    value = lambda lv, s: -3 * math.exp(-40 * sum((v - 0.5) ** 2 for v in lv.values())) + noise(lv, s, 0.05)
+    first = strategy.next_wave(set(), 16)
+    runs = record(first, 1, value)
+    second = strategy.next_wave({c.key for c in first.cells}, 16, runs)
+    assert second.design == "model" and not is_designed(second.design)
+    screened = {tuple(c.levels.values()) for c in first.cells}
+    proposed = [tuple(c.levels.values()) for c in second.cells]
+    assert len(proposed) == 16 and not screened & set(proposed)  # never the same points again
+    assert all(0 <= v <= 1 for p in proposed for v in p)
+    assert all(len({p[i] for p in proposed}) >= 3 for i in range(5))  # more than the screen's two levels
+
+
+def test_with_nothing_to_fit_a_model_on_the_next_wave_explores_the_box():
+    names = [f"x{i}" for i in range(3)]
+    strategy = create_strategy(spec({n: {"levels": [0.0, 1.0]} for n in names}))
+    first = strategy.next_wave(set(), 8)
+    runs = record(first, 1, lambda lv, s: 1.0)  # every run the same: no model can be fitted
+    second = strategy.next_wave({c.key for c in first.cells}, 8, runs)
+    assert second.design == "space_filling" and not is_designed(second.design)
+    assert second.reason.startswith("explore: fewer than two distinct finished results to fit a model on")
+    explored = [tuple(c.levels.values()) for c in second.cells]
+    assert len(explored) == 8 and all(len({p[i] for p in explored}) == 8 for i in range(3))
+    assert all(0 <= v <= 1 for p in explored for v in p)
+
+
+# --- refine: the model's waves ---------------------------------------------------------------------------------------
+
+def test_refine_fixes_an_inert_factor_and_searches_the_others_over_their_whole_range():
+    strategy = create_strategy(spec({"x": {"levels": [0.0, 2.0]}, "y": {"levels": [0.0, 1.0]},
+                                     "z": {"levels": [0.0, 1.0]}}))
+    # Linear; z inert, and its noise too (the noise depends on x, y and the seed only), so every contrast of z is
+    # exactly 0 and no term touches it. 2^3 x 2 seeds: an OLS fit with 9 residual df, no center runs.
+    value = lambda lv, s: 1 + lv["x"] + 2 * lv["y"] + noise({"x": lv["x"], "y": lv["y"]}, s, 0.01)
+    plans, runs = simulate(strategy, 16, value, max_waves=2)
+    assert plans[0].reason.endswith("2^3 full factorial x 2 seeds over x [0.5, 1.5], y [0.25, 0.75], z [0.25, 0.75]")
+    refine = plans[1]
+    assert refine.design == "model" and refine.reason.startswith("refine: z inert, fixed at ")
+    assert "points proposed jointly over x, y by a Gaussian process and qLogNEI, told 16 finished runs" in refine.reason
+    assert len({c.levels["z"] for c in refine.cells}) == 1
+    assert all(0 <= c.levels["x"] <= 2 and 0 <= c.levels["y"] <= 1 for c in refine.cells)
+    # Jointly chosen, so not 16 copies of one point.
+    assert len({(c.levels["x"], c.levels["y"]) for c in refine.cells}) >= 8
+
+
+def test_refine_finds_an_interior_optimum_the_screen_only_brackets():
+    # (x - 0.6)^2 + (y - 0.3)^2 over [0, 1]^2: minimum 0 strictly inside the box.
+    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, max_waves=4))
+    value = lambda lv, s: (lv["x"] - 0.6) ** 2 + (lv["y"] - 0.3) ** 2 + noise(lv, s, 0.002)
+    plans, runs = simulate(strategy, 10, value, max_waves=4)
+    assert [p.design for p in plans][1:] == ["model"] * (len(plans) - 1) and len(plans) >= 3
+    best = min(runs, key=lambda r: r["metric.loss"])
+    # Stated tolerance: the best run within 0.08 of the optimum in each factor (the screen's nearest point is 0.3
+    # away in x, 0.2 in y).
+    assert abs(best["param.x"] - 0.6) <= 0.08 and abs(best["param.y"] - 0.3) <= 0.08
+
+
+def test_the_model_stops_the_study_when_it_expects_nothing_beyond_the_noise():
+    from orchestrator.strategies.waves.cells import Seeds
+    from orchestrator.strategies.waves.refine import refine_wave
+    from orchestrator.strategies.waves.space import axes
+
+    s = spec({"x": {"levels": [0.0, 1.0]}})
+    # A plateau measured densely and repeatedly: no point is expected to beat it.
+    runs = [{"wave": 1, "status": "COMPLETE", "param.x": x / 20, "metric.loss": 1.0 + noise({"x": x}, seed, 0.05)}
+            for x in range(21) for seed in range(6)]
+    said = refine_wave(axes(s), ["x"], {}, runs, "loss", "minimize", Seeds("w", ["x"], [0]), 8, 2, "test")
+    assert isinstance(said, str) and said.startswith("the model expects no improvement beyond the noise")
 
 
 # --- stopping ------------------------------------------------------------------------------------------------------
 
-def moving_runs(bests: list[float], regions: list[float]) -> list[dict]:
-    """One wave per entry: the ends of the window [r, r + 1] in x (y fixed) and 2 center runs 0.05 apart, whose
-    mean (best + 0.025) is the wave's best cell."""
-    runs = []
-    for wave, (best, low) in enumerate(zip(bests, regions), start=1):
-        for x, value in ((low, best + 1), (low + 1, best + 1), (low + 0.5, best), (low + 0.5, best + 0.05)):
-            runs.append({"wave": wave, "status": "COMPLETE", "param.x": x, "param.y": 0, "metric.loss": value})
-    return runs
-
-
-def test_patience_counts_only_waves_that_moved_without_improving_beyond_noise():
-    s = spec({"x": {"levels": [0.0, 10.0]}, "y": {"levels": [0, 1]}}, patience=2)
+def test_patience_counts_only_proposed_waves_that_did_not_improve_beyond_noise():
+    s = spec({"x": {"levels": [0.0, 10.0]}, "y": {"levels": [0.0, 1.0]}}, patience=2)
     strategy = create_strategy(s)
-    # Noise SD of the center pairs: 0.05 / sqrt(2) = 0.0354, so 2 x SD = 0.0707. Waves 2 and 3 moved the region
-    # and improved on wave 1 by 0.05 only.
-    runs = moving_runs([1.0, 0.95, 0.95], [0.0, 2.0, 4.0])
+
+    def wave(number, design, best):  # two runs of the wave's best point 0.05 apart, one worse run
+        return [{"wave": number, "design": design, "status": "COMPLETE", "param.x": float(number), "param.y": 0.0,
+                 "metric.loss": v} for v in (best, best + 0.05)] + \
+               [{"wave": number, "design": design, "status": "COMPLETE", "param.x": 10.0 - number, "param.y": 1.0,
+                 "metric.loss": best + 1}]
+
+    # Noise SD of the pairs: 0.05 / sqrt(2) = 0.0354, so 2 x SD = 0.0707. Waves 3 and 4 (the model's) improved on
+    # wave 1 by 0.05 only; wave 2 (a fold-over) did not improve either, and does not count.
+    runs = wave(1, "full_factorial", 1.0) + wave(2, "fold_over", 1.0) + wave(3, "model", 0.95) + \
+        wave(4, "model", 0.95)
     assert strategy.next_wave(set(), 6, runs) is None
     assert strategy.stop_reason == ("no improvement: the last 2 waves that moved did not beat the best cell mean loss "
-                                    "1.025 (wave 1, x=0.5, y=0) by more than 0.0707 (2 x noise SD 0.0354); "
+                                    "1.025 (wave 1, x=1.0, y=0.0) by more than 0.0707 (2 x noise SD 0.0354); "
                                     "patience 2")
-
-    def stop(bests, regions, patience=2):
-        return patience_stop(moving_runs(bests, regions), "loss", "minimize", ["x", "y"], patience, strategy._region)
-
-    assert stop([1.0, 0.9, 0.95], [0.0, 2.0, 4.0]) is None  # wave 2 improved by 0.1 > 0.0707: the count restarts
-    assert stop([1.0, 1.0, 1.0], [0.0, 0.0, 2.0]) is None  # wave 2 stayed on wave 1's region: it does not count
-    assert stop([1.0, 1.0, 1.0], [0.0, 0.0, 2.0], patience=1) is not None
+    # The model's first wave improved by 0.1 > 0.0707: the count restarts, and one quiet wave is not enough.
+    runs = wave(1, "full_factorial", 1.0) + wave(2, "model", 0.9) + wave(3, "model", 0.9)
+    assert strategy._patience(runs) is None
 
 
-def test_max_waves_max_runs_and_converged_stops_say_why():
+def test_max_waves_and_max_runs_stops_say_why():
     s = spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, max_waves=2)
     strategy = create_strategy(s)
     plans, runs = simulate(strategy, 8, lambda lv, s: 1 + 2 * lv["x"] + lv["y"] + noise(lv, s, 0.01))
@@ -268,14 +230,21 @@ def test_max_waves_max_runs_and_converged_stops_say_why():
     strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, max_runs=12))
     plans, runs = simulate(strategy, 8, lambda lv, s: 1 + 2 * lv["x"] + lv["y"] + noise(lv, s, 0.01))
     assert len(runs) == 8
-    # The next wave (2^2 x 2 seeds, less the 2 corners shared with the first) would pass max_runs: not started.
-    assert strategy.stop_reason.startswith("the next wave would need 6 runs, 4 left of max_runs 12 (it would have "
-                                           "been: x down")
+    assert strategy.stop_reason.startswith("the next wave would need 8 runs, 4 left of max_runs 12 (it would have "
+                                           "been: refine: ")
 
-    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, patience=99))
-    plans, runs = simulate(strategy, 8, lambda lv, s: 1 + 2 * lv["x"] + lv["y"] + noise(lv, s, 0.01))
-    assert strategy.stop_reason.startswith("converged: x down")
-    assert strategy.stop_reason.endswith("every numeric window is below 1/8 of its range")
+
+def test_plan_and_run_choose_the_same_mode(sqlite_url):
+    from orchestrator.plan import make_plan
+    from orchestrator.strategies import wave_size
+
+    auto = spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, study="auto", mode="auto")
+    fixed = auto.model_copy(update={"strategy": auto.strategy.model_copy(update={"runs_per_wave": 8})})
+    for study, slots, mode in ((auto, 1, "greedy"), (auto, 8, "waves"), (fixed, 1, "waves")):
+        plan = make_plan(study, wave_size(study, slots), None)
+        outcome = run_study(study.model_copy(update={"study": f"{mode}-{slots}"}), Store(sqlite_url),
+                            InProcessExecutor(lambda lv, s: lv["x"] + lv["y"], gpu_s=1.0, slots=slots))
+        assert outcome.mode == mode and plan.mode == mode, (slots, study.strategy)
 
 
 # --- the GPU-hours budget through the driver, the stored reason, `wavesweep status` --------------------------------
@@ -329,6 +298,10 @@ class _InProcessAttempts:
                                                    finished_at=now, wall_s=1.0))
 
 
+def bowl(x0: float, y0: float, sd: float = 0.005):
+    return lambda lv, s: (lv["x"] - x0) ** 2 + (lv["y"] - y0) ** 2 + noise(lv, s, sd)
+
+
 def gpu_spec(**strategy):
     return spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, study="gpu", runs_per_wave=10,
                 **strategy)
@@ -336,27 +309,27 @@ def gpu_spec(**strategy):
 
 def test_the_driver_stops_before_a_wave_that_would_pass_max_gpu_hours_and_stores_why(sqlite_url):
     store = Store(sqlite_url)
-    # 10 runs of 0.5 GPU-h: 5 GPU-h spent, 2 left; the next wave (the CCD: 6 runs, ~3 GPU-h) does not fit.
+    # 10 runs of 0.5 GPU-h: 5 GPU-h spent, 2 left; the next wave (the model's: 10 runs, ~5 GPU-h) does not fit.
     outcome = run_study(gpu_spec(max_gpu_hours=7.0), store, InProcessExecutor(bowl(0.5, 0.5), gpu_s=1800))
     assert outcome.ran == 10 and len(store.waves("gpu")) == 1
-    reason = ("the next wave would need ~3 GPU-h (6 runs at 0.5 GPU-h each), 2 left of max_gpu_hours 7 (it would "
-              "have been: curvature (")
+    reason = ("the next wave would need ~5 GPU-h (10 runs at 0.5 GPU-h each), 2 left of max_gpu_hours 7 (it would "
+              "have been: refine: ")
     assert outcome.stop_reason.startswith(reason)
     info = store.study_info("gpu")
     assert info["stop_reason"] == outcome.stop_reason and info["stopped_at"] is not None
 
     # A larger budget: the study goes on (the stop is cleared by the new wave), and stops once it is spent.
-    outcome = run_study(gpu_spec(max_gpu_hours=8.0), store, InProcessExecutor(bowl(0.5, 0.5), gpu_s=1800))
-    assert outcome.ran == 6 and outcome.stop_reason == "GPU-hours budget spent: 8 GPU-h used, max_gpu_hours 8"
+    outcome = run_study(gpu_spec(max_gpu_hours=10.0), store, InProcessExecutor(bowl(0.5, 0.5), gpu_s=1800))
+    assert outcome.ran == 10 and outcome.stop_reason == "GPU-hours budget spent: 10 GPU-h used, max_gpu_hours 10"
     assert store.study_info("gpu")["stop_reason"] == outcome.stop_reason
 
 
 def test_a_cpu_study_counts_run_hours(sqlite_url):
     store = Store(sqlite_url)
-    # gpu_s 0 (no GPU): each run counts its wall time, 1 s; 10 runs = 10 s, and the next wave would need 6 s more.
+    # gpu_s 0 (no GPU): each run counts its wall time, 1 s; 10 runs = 10 s, and the next wave would need 10 s more.
     budget = 14 / 3600
     outcome = run_study(gpu_spec(max_gpu_hours=budget), store, InProcessExecutor(bowl(0.5, 0.5), gpu_s=0.0))
-    assert outcome.ran == 10 and outcome.stop_reason.startswith("the next wave would need ~0.00167 GPU-h (6 runs")
+    assert outcome.ran == 10 and outcome.stop_reason.startswith("the next wave would need ~0.00278 GPU-h (10 runs")
 
 
 def test_status_shows_why_the_study_stopped(sqlite_url):

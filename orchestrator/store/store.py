@@ -298,14 +298,14 @@ class Store:
         """One flat record per run: identity, params, status, timings, error, and every final metric."""
         with self.session() as s:
             rows = s.execute(
-                select(RunModel, WaveModel.number)
+                select(RunModel, WaveModel.number, WaveModel.design)
                 .join(WaveModel, RunModel.wave_id == WaveModel.id)
                 .join(StudyModel, RunModel.study_id == StudyModel.id)
                 .where(StudyModel.name == study)
                 .order_by(WaveModel.number, RunModel.id)
                 .options(selectinload(RunModel.metrics))
             ).all()
-            return [_flatten(run, wave) for run, wave in rows]
+            return [_flatten(run, wave, design) for run, wave, design in rows]
 
     def artifact_of(self, study: str, selector: str) -> str | None:
         """The artifact directory of run ``selector`` (its id) or of the ``best`` COMPLETE run that has one."""
@@ -366,9 +366,9 @@ def _end_attempt(run: RunModel, finished_at: datetime | None, status: RunStatus,
     run.attempt_log = log
 
 
-def _flatten(run: RunModel, wave_number: int) -> dict[str, Any]:
+def _flatten(run: RunModel, wave_number: int, design: str) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "run_id": run.id, "cell_key": run.cell_key, "wave": wave_number, "seed": run.seed,
+        "run_id": run.id, "cell_key": run.cell_key, "wave": wave_number, "design": design, "seed": run.seed,
         "status": run.status.value, "attempts": run.attempts, "backfill": bool(run.backfill),
     }
     record.update({f"param.{k}": v for k, v in run.params.items()})

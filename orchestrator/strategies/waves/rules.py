@@ -1,4 +1,4 @@
-"""Rules of the adaptive waves that need no region geometry: borderline terms, the noise yardstick, patience.
+"""Rules of the adaptive waves that need no geometry: term names, the noise yardstick, the best cell, patience.
 
 Pure functions on fitted effects and run records, so they are tested on their own and replayed the same way on a
 resumed study.
@@ -9,10 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from orchestrator.analysis import EffectsResult, TermEffect
 
-BORDERLINE = 2.5  # a term is borderline when alpha <= adjusted p < BORDERLINE x alpha ...
-INTEREST = 0.1  # ... and its estimate is at least this share of half the range of the region's cell means
 NOISE_MULTIPLE = 2.0  # patience: an improvement must beat this many noise SDs
 
 
@@ -23,42 +20,6 @@ def factor_of(column: str) -> str:
 
 def term_factors(term: str) -> list[str]:
     return [factor_of(part) for part in term.split(":")]
-
-
-def borderline_terms(fit: EffectsResult, alpha: float, smallest: float = 0.0) -> list[TermEffect]:
-    """Terms whose decision hinges on their confidence interval: not significant, but with an adjusted p-value in
-    [alpha, 2.5 alpha), so a few more runs could flip them, and an estimate of at least ``smallest`` (the smallest
-    effect of interest: see :func:`smallest_effect`). Only terms a decision depends on count: every main effect
-    (it decides between moving a factor and fixing it as inert), and a two-factor interaction when one of its
-    factors has no significant main effect and no other significant interaction (the interaction alone would keep
-    that factor open). Smallest p-value first."""
-    significant = [t for t in fit.terms if t.significant]
-    moving = {factor_of(t.term) for t in significant if t.kind == "main"}
-    out = []
-    for t in fit.terms:
-        if t.significant or not alpha <= t.p_adjusted < BORDERLINE * alpha or abs(t.estimate) < smallest:
-            continue  # a NaN p-value fails the band too
-        if t.kind == "main":
-            out.append(t)
-        elif t.kind == "interaction" and t.order == 2:
-            others = {f for s in significant if s.kind == "interaction" and s.term != t.term
-                      for f in term_factors(s.term)}
-            if any(f not in moving and f not in others for f in term_factors(t.term)):
-                out.append(t)
-    return sorted(out, key=lambda t: t.p_adjusted)
-
-
-def smallest_effect(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> float:
-    """The smallest effect worth more runs: 10% of half the range of the region's cell means (a coded effect is half
-    a change, so half the range is the largest effect the region shows). An estimate below it would not change
-    where the search goes even if it were real."""
-    means = [m for m, _ in cell_means(runs, metric, factors).values()]
-    return INTEREST * (max(means) - min(means)) / 2 if means else 0.0
-
-
-def describe_term(t: TermEffect, alpha: float) -> str:
-    return (f"{t.term} {t.estimate:+.3g} ({100 * (1 - alpha):g}% CI [{t.ci_low:.3g}, {t.ci_high:.3g}], adjusted p "
-            f"{t.p_adjusted:.3g}, between alpha {alpha:g} and {BORDERLINE * alpha:g})")
 
 
 def _value(run: dict, key: str) -> float | None:

@@ -1,0 +1,37 @@
+"""Which waves are designs and which are proposals: the one rule analyze, status, the dashboard and the benchmark use.
+
+A *designed* wave places its runs by a design (a fraction, its fold-over, replicates of its points, a central
+composite, a definitive screening design, the grid, greedy's path), so the coded OLS fit of `fit_effects` may use
+them: its aliasing and its intervals are those of the design. A *proposed* wave places its runs where a sampler or
+a model put them (space-filling exploration, a model-based batch): points no design placed, which the effects fit
+must not use (they would give the intervals a geometry they do not have) and the random-forest decomposition
+(`decompose`) and the recommendation do. Every stored wave has a ``design`` name; the proposed ones are listed here.
+
+Light on purpose: the dashboard imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+# design name stored with the wave -> what it is, in words
+PROPOSED: dict[str, str] = {
+    "space_filling": "space-filling exploration (a scrambled Sobol sample inside the box)",
+    "model": "a model-based batch (a Gaussian process and qLogNEI, the whole wave chosen jointly)",
+}
+
+
+def is_designed(design: str | None) -> bool:
+    """Whether a wave with this stored design name is a design the effects fit may use."""
+    return design not in PROPOSED
+
+
+def designed_waves(designs: Mapping[int, str | None]) -> set[int]:
+    """The numbers of the designed waves, from ``{wave number: design name}``."""
+    return {number for number, design in designs.items() if is_designed(design)}
+
+
+def designed_runs(runs: Iterable[dict], designs: Mapping[int, str | None]) -> list[dict]:
+    """The run records (with a ``wave`` key) that belong to designed waves."""
+    keep = designed_waves(designs)
+    return [r for r in runs if r["wave"] in keep]
