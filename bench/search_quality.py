@@ -169,12 +169,16 @@ def designed_pairs(surface: Surface, runs: list[dict]) -> frozenset[frozenset[st
     return frozenset(frozenset(_pair(t.term)) for t in fit.terms if t.significant and t.order == 2)
 
 
-def search_waves(surface: Surface, budget: int, rep: int) -> Search:
+def search_waves(surface: Surface, budget: int, rep: int, screen: str = "quarter") -> Search:
     spec = surface.spec(f"bench-waves-{rep}", mode="waves", runs_per_wave=RUNS_PER_WAVE, max_runs=budget,
-                        max_waves=max(1, math.ceil(budget / RUNS_PER_WAVE)), seeds=[rep])
+                        max_waves=max(1, math.ceil(budget / RUNS_PER_WAVE)), seeds=[rep], screen=screen)
     runs = simulate(surface, spec, budget, RUNS_PER_WAVE, rep)
     points = [{n: r[f"param.{n}"] for n in surface.factors} for r in runs]
     return Search(points, [r["metric.y"] for r in runs], _batches(runs), designed_pairs(surface, runs))
+
+
+def search_waves_corners(surface: Surface, budget: int, rep: int) -> Search:
+    return search_waves(surface, budget, rep, screen="corners")
 
 
 def search_greedy(surface: Surface, budget: int, rep: int) -> Search:
@@ -321,6 +325,7 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "waves": Method("waves (OLS, designed waves)", search_waves, "ols", True),
+    "waves_corners": Method("waves, screen: corners", search_waves_corners, "ols", True),
     "ax_batch": Method("Ax Sobol16 + BoTorch, q=16", search_ax_batch, "fanova", True),
     "tpe_batch": Method("Optuna TPE, batches of 16", search_tpe_batch, "fanova", True),
     "gp_batch": Method("Optuna GP, batches of 16", search_gp_batch, "fanova", True),

@@ -85,6 +85,14 @@ class Strategy(_Frozen):
         2, ge=1, description="waves: stop after this many waves that moved the region without improving the best "
                              "cell mean by more than 2 x the noise SD."
     )
+    screen: Literal["quarter", "corners"] = Field(
+        "quarter", description="waves: where the screening fraction sits. quarter: at 25% and 75% of each range (the "
+                               "model of the later waves finds interior optima from there; effects over the inner "
+                               "half, so interactions are a quarter of their box-wide size and often not "
+                               "significant in 64 runs); corners: at the range's ends (effects and interactions over "
+                               "the whole box; the model starts from the boundary and finds interior optima worse). "
+                               "Measured trade-off: docs/benchmarks.md."
+    )
     runs_per_wave: StrictInt | None = Field(
         None, gt=0, description="Cells per wave; default: the GPUs of the cluster (CPU slots when it has none)."
     )

@@ -72,11 +72,13 @@ def test_barrier_waves_wait_for_their_slowest_run(executor, sqlite_url, tmp_path
 
 
 def waves_spec(study: str, tmp_path, **strategy) -> dict:
-    """Adaptive waves over x, y in [0, 1] (loss = x + y, best at 0, 0); the corner x = y = 1 straggles (6 s)."""
+    """Adaptive waves over x, y in [0, 1] (loss = x + y); the screen runs the quarter points 0.25 and 0.75, best at
+    (0.25, 0.25), and its corner x = y = 0.75 straggles (12 s: long enough that the next wave, whose model takes a
+    few seconds to propose on a loaded 2-core machine, is designed while it runs)."""
     return {
         "study": study, "experiment": "experiments.synthetic:run", "artifacts": str(tmp_path / "artifacts"),
         "fixed": {"surface": {"x": 1.0, "y": 1.0}, "noise_sd": 0.01, "sleep_s": 0.3, "steps": 2,
-                  "slow_if": {"x": 1.0, "y": 1.0}, "slow_s": 6.0},
+                  "slow_if": {"x": 0.75, "y": 0.75}, "slow_s": 12.0},
         "factors": {"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}},
         "response": {"metric": "loss"},
         "strategy": {"mode": "waves", "runs_per_wave": 4, "max_waves": 2, **strategy},
@@ -89,7 +91,7 @@ def test_a_straggling_wave_is_backfilled_with_replicates_and_its_deadline_passes
     run_study(parse_spec(waves_spec("tail", tmp_path, wave_deadline="5x")), store, executor)
     runs = store.runs("tail")
     wave1 = [r for r in runs if r["wave"] == 1]
-    straggler = next(r for r in wave1 if r["param.x"] == 1.0 and r["param.y"] == 1.0 and not r["backfill"])
+    straggler = next(r for r in wave1 if r["param.x"] == 0.75 and r["param.y"] == 0.75 and not r["backfill"])
     assert straggler["status"] == "COMPLETE"  # it ran on past the deadline and was recorded
     backfill = [r for r in wave1 if r["backfill"]]
     design = [r for r in wave1 if not r["backfill"]]
@@ -100,9 +102,9 @@ def test_a_straggling_wave_is_backfilled_with_replicates_and_its_deadline_passes
         assert (r["param.x"], r["param.y"]) in design_points  # a replicate of a finished point, not the straggler's
         assert r["seed"] > 0 and r["status"] == "COMPLETE"
         assert first_end <= r["started_at"] and r["finished_at"] < straggler["finished_at"]
-    # Spread over the best points, the best one (0, 0) most.
+    # Spread over the best points, the best one (0.25, 0.25) most.
     counts = Counter((r["param.x"], r["param.y"]) for r in backfill)
-    assert counts[(0.0, 0.0)] == max(counts.values()), counts
+    assert counts[(0.25, 0.25)] == max(counts.values()), counts
     waves = store.waves("tail")
     assert waves[0]["deadline_at"] is not None and waves[0]["deadline_at"] < straggler["finished_at"]
     # The next wave was designed while the straggler still ran.
@@ -118,7 +120,7 @@ def test_without_backfill_or_deadline_the_next_wave_waits(executor, sqlite_url, 
     waves = store.waves("wait")
     wave1_end = max(r["finished_at"] for r in runs if r["wave"] == 1)
     assert waves[0]["deadline_at"] is None and waves[1]["created_at"] >= wave1_end
-    # The 3 idle GPUs waiting ~6 s for the straggler are on wave 1's account.
+    # The 3 idle GPUs waiting ~12 s for the straggler are on wave 1's account.
     assert waves[0]["idle_s"] > 12.0
 
 

@@ -70,6 +70,13 @@ def test_the_first_wave_screens_the_box_with_center_runs_where_the_wave_has_room
     assert points[8:] == [(0.5, 0.5), (0.5, 0.5)] and len({c.key for c in first.cells}) == 10
 
 
+def test_screen_corners_puts_the_fraction_at_the_ends_of_each_range():
+    strategy = create_strategy(spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 2.0]}}, screen="corners"))
+    first = strategy.next_wave(set(), 10)
+    assert first.reason == "screen: 2^2 full factorial x 2 seeds + 2 center runs over x [0, 1], y [0, 2]"
+    assert {(c.levels["x"], c.levels["y"]) for c in first.cells[:8]} == {(0.0, 0.0), (0.0, 2.0), (1.0, 0.0), (1.0, 2.0)}
+
+
 def test_the_screen_of_a_log_and_an_integer_factor_uses_their_scale():
     strategy = create_strategy(spec({"lr": {"levels": [1e-4, 1e-2], "scale": "log"}, "rank": {"levels": [4, 16]}}))
     first = strategy.next_wave(set(), 6)

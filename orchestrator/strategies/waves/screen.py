@@ -2,7 +2,7 @@
 and the reading of the designed runs: the effects fit, what is aliased, curvature, and which factors
 are inert.
 
-Where the screening region lies (``INSET``): a fraction at the corners of the box starves the model of the
+Where the screening region lies (``strategy.screen``, ``INSETS``; quarter by default): a fraction at the corners of the box starves the model of the
 refinement waves (every run on the boundary, far from an interior optimum; on Hartmann-6 all of them flat), and
 misses what acts only inside (friedman1's x1:x2 and x3 vanish at the corners); the same fraction at the quarter
 points (25% and 75% of each range, in the factor's scale) estimates the same effects and interactions over the
@@ -25,7 +25,8 @@ from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.rules import term_factors
 from orchestrator.strategies.waves.space import Axis, Region
 
-INSET = 0.25  # the screening levels sit at this share of each range from its ends
+# strategy.screen -> where the screening levels sit, as a share of each range from its ends
+INSETS = {"quarter": 0.25, "corners": 0.0}
 CENTER_RUNS = 2
 ALPHA = 0.05
 INERT_P = 0.2  # a factor with any term under this unadjusted p-value is not called inert

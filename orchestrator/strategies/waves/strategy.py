@@ -30,7 +30,7 @@ from orchestrator.strategies.waves.dealias import fold_wave
 from orchestrator.strategies.waves.explore import explore_wave
 from orchestrator.strategies.waves.refine import refine_wave
 from orchestrator.strategies.waves.rules import patience_stop
-from orchestrator.strategies.waves.screen import INSET, Reading, read, screen_wave
+from orchestrator.strategies.waves.screen import INSETS, Reading, read, screen_wave
 from orchestrator.strategies.waves.space import Region, axes, screening_region
 from orchestrator.wave_kinds import is_designed
 
@@ -66,7 +66,8 @@ class Waves(Strategy):
         runs = list(runs)
         seeds = Seeds(self.spec.study, self.spec.factors, self.spec.run_seeds, known_keys)
         if not runs:
-            plan = screen_wave(screening_region(self.axes, INSET), self.axes, seeds, runs_per_wave)
+            region = screening_region(self.axes, INSETS[self.spec.strategy.screen])
+            plan = screen_wave(region, self.axes, seeds, runs_per_wave)
         else:
             plan = self.budget_stop(runs) or self._patience(runs) or self._after(runs, seeds, runs_per_wave)
         if plan is None or isinstance(plan, str):
