@@ -36,7 +36,6 @@ class Proposal:
     expected_improvement: float  # E[max improvement of the batch] over the best posterior mean, response units
     noise_sd: float  # the GP's noise SD, response units
     best_mean: float  # the best posterior mean at an observed point, response units
-    best_index: int  # which observed point has it
 
 
 def propose(x: np.ndarray, y: np.ndarray, *, maximize: bool, q: int, seed: int) -> Proposal:
@@ -69,15 +68,14 @@ def propose(x: np.ndarray, y: np.ndarray, *, maximize: bool, q: int, seed: int) 
                                   sequential=True, options={"seed": seed, "maxiter": 100})
     with torch.no_grad():
         mean = model.posterior(train_x).mean.squeeze(-1)  # in response units: the posterior is untransformed
-        best_index = int(torch.argmax(mean))
-        best = float(mean[best_index])
+        best = float(mean.max())
         # qEI over the best posterior mean: what the whole batch is expected to gain, in response units.
         gain = qLogExpectedImprovement(model, best_f=best,
                                        sampler=SobolQMCNormalSampler(torch.Size([512]), seed=seed))
         expected = math.exp(float(gain(points.unsqueeze(0))))
         # The likelihood's noise is in standardised units.
         noise = float(model.likelihood.noise.mean().sqrt()) * float(model.outcome_transform.stdvs.squeeze())
-    return Proposal(points.numpy(), expected, noise, sign * best, best_index)
+    return Proposal(points.numpy(), expected, noise, sign * best)
 
 
 def runs_in_unit(axes: dict[str, Axis], names: list[str], runs: list[dict], metric: str,

@@ -83,8 +83,8 @@ class Waves(Strategy):
         return WavePlan(cells, plan.design, plan.reason)
 
     def _patience(self, runs: list[dict]) -> str | None:
-        # Only proposed waves count as moves: a designed wave after the screen (fold-over, replicates) was run to
-        # learn, not to improve. A token per proposed wave makes each one "move"; designed waves share one.
+        # Only proposed waves count as moves: a designed wave after the screen (the de-alias wave) was run to learn,
+        # not to improve. A token per proposed wave makes each one "move"; designed waves share one.
         waves = {r["wave"]: r.get("design") for r in runs}
         return patience_stop(runs, self.spec.response.metric, self.spec.response.goal, list(self.spec.factors),
                              self.spec.strategy.patience,
@@ -140,7 +140,8 @@ class Waves(Strategy):
 
     def _screened_region(self, runs: list[dict]) -> Region:
         """The region the first wave screened, read back from its runs (what a resumed study recorded)."""
-        first = [r for r in runs if r["wave"] == min(x["wave"] for x in runs)]
+        number = min(r["wave"] for r in runs)
+        first = [r for r in runs if r["wave"] == number]
         windows = {}
         for name, axis in self.axes.items():
             values = sorted({r[f"param.{name}"] for r in first}, key=lambda v: (str(type(v)), v))
