@@ -77,7 +77,7 @@ def test_sequential_peers_ask_one_at_a_time():
 
 
 def test_ax_peer_asks_16_per_batch_after_16_sobol(one_thread):
-    pytest.importorskip("ax")
+    pytest.importorskip("ax", reason="the Ax peer needs the bench extra: pip install -e '.[bench]'")
     surface = get_surface("llm_finetune")
     found = sq.search_ax_batch(surface, 48, 0)
     assert found.batches == [16, 16, 16]  # the first model batch too, not 1 (see current_generator_run_limit)
@@ -86,7 +86,7 @@ def test_ax_peer_asks_16_per_batch_after_16_sobol(one_thread):
 
 
 def test_ax_generation_strategy_is_sobol_then_botorch_without_cap():
-    pytest.importorskip("ax")
+    pytest.importorskip("ax", reason="the Ax peer needs the bench extra: pip install -e '.[bench]'")
     strategy = sq.ax_generation_strategy(3)
     first, second = strategy._nodes
     assert [spec.generator_enum.name for spec in first.generator_specs] == ["SOBOL"]
