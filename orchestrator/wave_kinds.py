@@ -12,8 +12,6 @@ Light on purpose: the dashboard imports it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 # design name stored with the wave -> what it is, in words
 PROPOSED: dict[str, str] = {
     "space_filling": "space-filling exploration (a scrambled Sobol sample inside the box)",
@@ -24,14 +22,3 @@ PROPOSED: dict[str, str] = {
 def is_designed(design: str | None) -> bool:
     """Whether a wave with this stored design name is a design the effects fit may use."""
     return design not in PROPOSED
-
-
-def designed_waves(designs: Mapping[int, str | None]) -> set[int]:
-    """The numbers of the designed waves, from ``{wave number: design name}``."""
-    return {number for number, design in designs.items() if is_designed(design)}
-
-
-def designed_runs(runs: Iterable[dict], designs: Mapping[int, str | None]) -> list[dict]:
-    """The run records (with a ``wave`` key) that belong to designed waves."""
-    keep = designed_waves(designs)
-    return [r for r in runs if r["wave"] in keep]
