@@ -46,6 +46,7 @@ class Greedy(Strategy):
 
     def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None:
         runs = list(runs)
+        self.stop_reason = None
         limits = self.spec.strategy
         waves = sorted({r["wave"] for r in runs})
         if (limits.max_waves and len(waves) >= limits.max_waves) or (limits.max_runs and len(runs) >= limits.max_runs):
@@ -58,7 +59,10 @@ class Greedy(Strategy):
             return WavePlan(cells, "greedy", "start point, replicated to measure the noise")
         path = self.replay(runs)
         names = list(self.spec.factors)
-        if path.unchanged >= len(names) or path.incumbent_value is None:
+        if path.incumbent_value is None:
+            self.stop_reason = self._start_failed([r for r in runs if r["wave"] == min(waves)])
+            return None  # no value to beat: every step is measured against the start point's
+        if path.unchanged >= len(names):
             return None  # a full cycle without an improvement: a local optimum for one-at-a-time moves
         factor = names[(names.index(path.last_factor) + 1) % len(names)] if path.last_factor else names[0]
         cells = [make_cell(self.spec.study, {**path.incumbent, factor: level}, seed)
@@ -71,6 +75,21 @@ class Greedy(Strategy):
         if not cells:
             return None
         return WavePlan(cells, "greedy", reason)
+
+    def _start_failed(self, start: list[dict]) -> str | None:
+        """Why the climb cannot begin: no replicate of the start point reported the response (their statuses and
+        errors); None while one may still do so."""
+        if any(r["status"] in ("PENDING", "RUNNING") for r in start):
+            return None
+        counts: dict[str, int] = {}
+        for run in start:
+            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        errors = dict.fromkeys(_error(r) for r in start if r.get("error_kind") or r.get("error_message"))
+        point = ", ".join(f"{k}={v}" for k, v in self.start().items())
+        return (f"the start point ({point}) failed: none of its {len(start)} replicates reported "
+                f"{self.spec.response.metric} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}"
+                + (f"; {'; '.join(errors)}" if errors else "") + "). Greedy steps are measured against the start "
+                "point, so no step can follow; fix what failed and run the study again")
 
     def replay(self, runs: list[dict]) -> Path:
         """The path the recorded waves took: the incumbent after each, and how many waves since a change."""
@@ -109,6 +128,12 @@ class Greedy(Strategy):
         if self.spec.response.goal == "minimize":
             return candidate < incumbent - margin
         return candidate > incumbent + margin
+
+
+def _error(run: dict) -> str:
+    """A run's error kind and the last line of its message (an exception's type and text)."""
+    lines = (run.get("error_message") or "").strip().splitlines()
+    return ": ".join(part for part in (run.get("error_kind"), lines[-1] if lines else None) if part)
 
 
 def blind_spots(spec, runs: list[dict]) -> tuple[list[tuple[str, str]], list[Cell]]:
