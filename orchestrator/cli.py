@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from orchestrator import __version__
 from orchestrator.errors import WavesweepError
+from orchestrator.tables import fits, table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run studies of LLM experiments as factorial waves on Ray, recorded in a SQL store.")
@@ -23,15 +26,60 @@ err_console = Console(stderr=True)
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="SQLAlchemy URL of the store; default $WAVESWEEP_STORE, else sqlite:///wavesweep.db"),
+    typer.Option("--store", envvar="WAVESWEEP_STORE",
+                 help="SQLAlchemy URL of the store; default sqlite:///wavesweep.db. Put a URL with a password in the "
+                      "environment variable: a command line shows in every process list."),
 ]
+
+
+# The values an option takes: Typer refuses any other with a usage error (exit 2) naming the option, the value and
+# these choices, before anything runs.
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+class AnalyzeFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class Method(StrEnum):
+    auto = "auto"
+    ols = "ols"
+    fanova = "fanova"
+
+
+class Adjust(StrEnum):
+    holm = "holm"
+    fdr_bh = "fdr_bh"
+    none = "none"
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        console.print(f"wavesweep {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    # Options of `wavesweep` itself; --version answers in its eager callback, before any command is parsed.
+    return
 
 
 def main() -> None:
     try:
         app()
     except WavesweepError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted. Finished runs are in the store; run the same command again to resume "
@@ -44,22 +92,28 @@ def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
     store: StoreOpt = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs to declare for a local Ray (logical ones are fine).")] = None,
-    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting one (ray job submit sets it).")] = None,
 ) -> None:
-    """Run a study: design its waves, run them on Ray, record everything in the store. Resumes where it stopped."""
-    from orchestrator.driver import has_work, run_study
+    """Run a study: design its waves, run them on Ray, record everything in the store. Resumes where it stopped.
+
+    Exits 0 when the study has a COMPLETE run, 3 when it ended with none (every run failed), 1 on an error."""
+    from orchestrator.driver import exit_code, has_work, run_study
     from orchestrator.executor import RayExecutor
     from orchestrator.spec import load_spec
     from orchestrator.store import Store
 
     spec = load_spec(spec_path)
     db = Store(store)
+    study = escape(spec.study)
+    # The export hint names --store only when the URL came from it: one from the environment is found there again.
+    flag = _store_flag(None if store == os.environ.get("WAVESWEEP_STORE") else store)
     # A local Ray's workers inherit this process's environment; they never open the store, so the URL (and its
     # password) stays here.
     os.environ.pop("WAVESWEEP_STORE", None)
     if not has_work(spec, db):
         db.open_study(spec)  # still refuses a changed experiment/fixed params under the same name
-        console.print(f"All runs of study [bold]{spec.study}[/] are already finished in {db.display_url}; "
+        console.print(f"All runs of study [bold]{study}[/] are already finished in {escape(db.display_url)}; "
                       "nothing to run.", highlight=False, soft_wrap=True)
     else:
         from contextlib import nullcontext
@@ -77,14 +131,21 @@ def run(
                           highlight=False, soft_wrap=True)
         else:
             console.print(f"Nothing to run: the {outcome.mode} strategy proposes no new wave for study "
-                          f"[bold]{spec.study}[/] in {db.display_url}.", highlight=False, soft_wrap=True)
+                          f"[bold]{study}[/] in {escape(db.display_url)}.", highlight=False, soft_wrap=True)
         if outcome.stop_reason:
             console.print(f"Stopped: {outcome.stop_reason}", highlight=False, soft_wrap=True, markup=False)
         if outcome.mode == "greedy":
             _print_blind_spots(spec, db.runs(spec.study))
-    _print_best(db.runs(spec.study), spec.response.metric, spec.response.goal)
-    console.print(f"Results: {db.display_url} (study [bold]{spec.study}[/]). "
-                  f"Export: wavesweep export {spec.study} --format csv{_store_flag(store)}", highlight=False, soft_wrap=True)
+    runs = db.runs(spec.study)
+    _print_best(runs, spec.response.metric, spec.response.goal)
+    console.print(f"Results: {escape(db.display_url)} (study [bold]{study}[/]). "
+                  f"Export: wavesweep export {study} --format csv{escape(flag)}", highlight=False, soft_wrap=True)
+    if code := exit_code(runs):
+        counts = _counts(db.status_counts(spec.study)) or "no runs"
+        err_console.print(f"error: study {spec.study} ended with no COMPLETE run ({counts}); "
+                          f"`wavesweep status {spec.study}` shows why each run failed.", highlight=False,
+                          soft_wrap=True, markup=False)
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -95,11 +156,11 @@ def plan(
     minutes_per_run: Annotated[float | None, typer.Option(help="Per-run estimate for the cost; default: the "
                                                                "median of the study's finished runs.")] = None,
     store: StoreOpt = None,
+    format: Annotated[ReportFormat, typer.Option("--format", help="table, or json for scripts.")] = ReportFormat.table,
 ) -> None:
     """The waves a study will run, which effects each prefix of waves can estimate, and what it will cost."""
     from orchestrator.plan import make_plan
     from orchestrator.spec import load_spec
-
     from orchestrator.strategies import wave_size
 
     spec = load_spec(spec_path, check_experiment=False)
@@ -110,22 +171,23 @@ def plan(
     if minutes_per_run is None:
         minutes_per_run = _history_minutes(spec.study, store)
     result = make_plan(spec, runs_per_wave, minutes_per_run)
+    if format == ReportFormat.json:
+        sys.stdout.write(json.dumps({"study": spec.study, **result.to_dict()}, indent=1, default=str) + "\n")
+        return
     factors = list(spec.factors)
     for number, (cells, reason) in enumerate(zip(result.waves, result.reasons), start=1):
-        table = Table("#", *factors, "seed", title=f"Wave {number}: {len(cells)} runs ({reason})")
-        for i, cell in enumerate(cells, start=1):
-            table.add_row(str(i), *[str(cell.levels[f]) for f in factors], str(cell.seed))
-        console.print(table)
+        rows = [(str(i), *[str(cell.levels[f]) for f in factors], str(cell.seed)) for i, cell in enumerate(cells, 1)]
+        console.print(table(("#", *factors, "seed"), rows, title=f"Wave {number}: {len(cells)} runs ({reason})"))
     for step in result.estimability:
         console.print(f"After wave {step.after_wave} ({step.runs} runs): estimable: {', '.join(step.estimable)}",
-                      highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True, markup=False)
         for term, mixed in step.aliased.items():
             console.print(f"  not separable: {term} = combination of {', '.join(mixed) or 'nothing (constant)'}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)
     if result.adaptive:
         console.print(f"Mode {spec.strategy.mode}: later waves are chosen from this wave's results (at most "
                       f"{spec.strategy.max_waves or 6} waves of at most {result.runs_per_wave} runs); the cost below "
-                      "is for the first wave.", highlight=False, soft_wrap=True)
+                      "is for the first wave.", highlight=False, soft_wrap=True, markup=False)
     console.print(f"{result.runs} runs in {len(result.waves)} waves of at most {result.runs_per_wave}.",
                   highlight=False)
     if result.gpu_hours is None:
@@ -149,32 +211,52 @@ def _history_minutes(study: str, store: str | None) -> float | None:
 
 @app.command()
 def status(study: Annotated[str | None, typer.Argument(help="A study; all studies when omitted.")] = None,
-           store: StoreOpt = None) -> None:
+           store: StoreOpt = None,
+           format: Annotated[ReportFormat, typer.Option("--format", help="table, or json for scripts.")]
+           = ReportFormat.table) -> None:
     """Runs by status, waves (each with its reason), why the study stopped, and its best cells (or a line per
     study)."""
     from datetime import UTC, datetime
 
-    from orchestrator.report import lease_line, recorded_spec, split_line, wave_split, wave_table
+    from orchestrator.report import (
+        lease_line,
+        recorded_spec,
+        split_line,
+        wave_lines,
+        wave_split,
+        wave_table,
+    )
     from orchestrator.store import Store
+    from orchestrator.study_report import studies_status, study_status
 
     db = Store(store, writer=False)
+    if format == ReportFormat.json:
+        report = studies_status(db) if study is None else study_status(db, study, datetime.now(UTC))
+        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
+        return
     if study is None:
-        table = Table("study", "runs", "by status", "best", "stopped because", title=f"Studies in {db.display_url}")
+        rows = []
         for name in db.study_names():
             spec = db.study_spec(name) or {}
             counts = db.status_counts(name)
             best = _best_value(db.runs(name), spec["response"]["metric"], spec["response"]["goal"])
             stop = (db.study_info(name) or {}).get("stop_reason") or "-"
-            table.add_row(name, str(sum(counts.values())), _counts(counts), best, stop)
-        console.print(table)
+            rows.append((name, str(sum(counts.values())), _counts(counts), best, stop))
+        console.print(table(("study", "runs", "by status", "best", "stopped because"), rows,
+                            title=f"Studies in {db.display_url}", wrap=("by status", "stopped because")))
         return
     spec = recorded_spec(db, study)
     runs = db.runs(study)
-    console.print(f"Study [bold]{study}[/] in {db.display_url}", highlight=False, soft_wrap=True)
+    console.print(f"Study [bold]{escape(study)}[/] in {escape(db.display_url)}", highlight=False, soft_wrap=True)
     console.print(lease_line(db.lease(db.study_id(study)), datetime.now(UTC)), highlight=False,
                   soft_wrap=True, markup=False)
     waves = db.waves(study)
-    console.print(wave_table(waves, runs))
+    waves_table = wave_table(waves, runs)
+    if fits(console, waves_table):
+        console.print(waves_table)
+    else:
+        for line in wave_lines(waves, runs):
+            console.print(line, highlight=False, markup=False, overflow="fold")
     # Designed runs feed the effects fit; proposed ones (a model's batch, a space-filling sample) do not.
     split = wave_split({w["number"]: w["design"] for w in waves}, (r["wave"] for r in runs))
     console.print(split_line(split), highlight=False, soft_wrap=True, markup=False)
@@ -184,20 +266,20 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
         console.print(f"Stopped ({stopped}): {info['stop_reason']}", highlight=False, soft_wrap=True, markup=False)
     failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
     for r in failed:
-        console.print(f"[red]{r['status']}[/] run {r['run_id']} ({r['error_kind']}, {r['attempts']} attempts): "
-                      f"{r['error_message']}", highlight=False, soft_wrap=True)
+        console.print(f"[red]{r['status']}[/] run {r['run_id']} ({escape(str(r['error_kind']))}, {r['attempts']} "
+                      f"attempts): {escape(str(r['error_message']))}", highlight=False, soft_wrap=True)
     retried = [r for r in runs if r["attempts"] > 1 and r not in failed]
     logs = db.attempt_logs(study) if retried else {}
     for r in retried:  # what the earlier attempts died of (worker_died, lost, oom, driver_died)
         kinds = ", ".join(a.get("error_kind") or "?" for a in logs.get(r["cell_key"], [])[:-1] if "status" in a)
         console.print(f"{r['status']} run {r['run_id']} after {r['attempts']} attempts (earlier: {kinds or '-'})",
-                      highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True, markup=False)
     _print_best(runs, spec["response"]["metric"], spec["response"]["goal"])
 
 
 @app.command()
 def export(study: Annotated[str, typer.Argument(help="The study to export.")],
-           format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+           format: Annotated[ExportFormat, typer.Option("--format", help="csv or json")] = ExportFormat.csv,
            output: Annotated[Path | None, typer.Option("--output", "-o", help="File; default stdout.")] = None,
            store: StoreOpt = None) -> None:
     """One row per run: params, status, metrics, timings, error."""
@@ -205,8 +287,6 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
     from orchestrator.store import Store
     from orchestrator.summary import runs_frame
 
-    if format not in ("csv", "json"):
-        raise WavesweepError(f"--format: must be csv or json; got {format!r}")
     db = Store(store, writer=False)
     recorded_spec(db, study)
     frame = runs_frame(db.runs(study))
@@ -221,7 +301,7 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
         sys.stdout.write(text)
     else:
         output.write_text(text)
-        err_console.print(f"wrote {len(frame)} runs to {output}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {len(frame)} runs to {output}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -238,12 +318,12 @@ def analyze(
     log: Annotated[str, typer.Option(help="With --csv: factors on a log scale, comma-separated.")] = "",
     goal: Annotated[str | None, typer.Option(
         help="With --csv: minimize or maximize the response (reparametrisation hints need it; default minimize).")] = None,
-    method: Annotated[str, typer.Option(
+    method: Annotated[Method, typer.Option(
         help="ols (designed runs: effects with CIs; in a study with proposed waves, the designed waves' runs only), "
              "fanova (undesigned runs: variance shares with bootstrap CIs and permutation noise floors; every run) "
-             "or auto")] = "auto",
-    format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
-    adjust: Annotated[str, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = "holm",
+             "or auto")] = Method.auto,
+    format: Annotated[AnalyzeFormat, typer.Option("--format", help="table, json or csv")] = AnalyzeFormat.table,
+    adjust: Annotated[Adjust, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = Adjust.holm,
     alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,
     seed: Annotated[int, typer.Option(help="fanova: seed of the forests, bootstrap and permutations.")] = 0,
     detect: Annotated[float | None, typer.Option(
@@ -255,7 +335,8 @@ def analyze(
 
     runs = load_runs(study=study, store=store, csv=csv, response=response, factors=factors, log=log,
                      optuna_storage=optuna_storage, optuna_study=optuna_study, goal=goal)
-    run_analysis(runs, method, fmt=format, adjust=adjust, alpha=alpha, seed=seed, console=console, detect=detect)
+    run_analysis(runs, method.value, fmt=format.value, adjust=adjust.value, alpha=alpha, seed=seed, console=console,
+                 detect=detect)
 
 
 @app.command()
@@ -274,7 +355,7 @@ def dashboard(
     url = resolve_url(store)
     app_path = Path(package.__file__).parent / "app.py"
     console.print(f"Dashboard of {mask(url)} at http://{address}:{port} (Ctrl-C stops it).", highlight=False,
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
     # The URL goes by environment, not argv: a password in it would show in every process list.
     env = {**os.environ, "WAVESWEEP_STORE": url}
     command = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", address,
@@ -291,7 +372,7 @@ def db_upgrade(store: StoreOpt = None) -> None:
 
     url = resolve_url(store)
     upgrade(make_engine(url))
-    console.print(f"{mask(url)} is at the current schema.", highlight=False, soft_wrap=True)
+    console.print(f"{mask(url)} is at the current schema.", highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_blind_spots(spec, runs: list[dict]) -> None:
@@ -302,11 +383,11 @@ def _print_blind_spots(spec, runs: list[dict]) -> None:
         console.print("Greedy path: every two-way interaction is estimable from the runs.", highlight=False)
         return
     console.print("Greedy mode changes one factor at a time, so it cannot estimate these interactions: "
-                  + ", ".join(f"{a}:{b}" for a, b in blind) + ".", highlight=False, soft_wrap=True)
+                  + ", ".join(f"{a}:{b}" for a, b in blind) + ".", highlight=False, soft_wrap=True, markup=False)
     console.print(f"The smallest extra design that would: {len(proposal)} runs around the best point found:",
                   highlight=False)
     for cell in proposal:
-        console.print("  " + ", ".join(f"{k}={v}" for k, v in cell.levels.items()), highlight=False)
+        console.print("  " + ", ".join(f"{k}={v}" for k, v in cell.levels.items()), highlight=False, markup=False)
 
 
 def _store_flag(store: str | None) -> str:
@@ -331,17 +412,17 @@ def _print_best(runs: list[dict], metric: str, goal: str) -> None:
 
     best = best_cells(runs, metric, goal)
     if best.empty:
-        console.print(f"No COMPLETE run has {metric!r} yet.", highlight=False, soft_wrap=True)
+        console.print(f"No COMPLETE run has {metric!r} yet.", highlight=False, soft_wrap=True, markup=False)
         return
     factors = [c for c in best.columns if c.startswith("param.")]
     title = f"Best cells by mean {metric} ({'lowest' if goal == 'minimize' else 'highest'} first)"
-    table = Table(*[c.removeprefix("param.") for c in factors], f"mean {metric}", "std", "seeds", title=title)
-    for _, row in best.iterrows():
-        std = "-" if row["std"] != row["std"] else f"{row['std']:.4g}"
-        table.add_row(*[str(row[c]) for c in factors], f"{row['mean']:.4g}", std, str(row["n"]))
-    console.print(table)
+    rows = [(*[str(row[c]) for c in factors], f"{row['mean']:.4g}",
+             "-" if row["std"] != row["std"] else f"{row['std']:.4g}", str(row["n"])) for _, row in best.iterrows()]
+    console.print(table((*[c.removeprefix("param.") for c in factors], f"mean {metric}", "std", "seeds"), rows,
+                        title=title))
     first = best.iloc[0]
     config = ", ".join(f"{c.removeprefix('param.')}={first[c]}" for c in factors)
-    console.print(f"Best configuration: {config} ({metric} = {first['mean']:.4g})", highlight=False, soft_wrap=True)
+    console.print(f"Best configuration: {config} ({metric} = {first['mean']:.4g})", highlight=False, soft_wrap=True,
+                  markup=False)
 
 

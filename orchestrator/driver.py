@@ -23,6 +23,10 @@ class Listener(Protocol):
     def wave_finished(self, number: int) -> None: ...
 
 
+# `wavesweep run`'s exit status for a study that ended without a result; 1 stays "an error before or while running".
+NO_RESULT = 3
+
+
 @dataclass(frozen=True)
 class Outcome:
     study: str
@@ -69,3 +73,10 @@ def has_work(spec: Spec, store: Store) -> bool:
     if spec.strategy.mode != "grid":
         return True  # an adaptive strategy decides from the results and the cluster's size: ask it under Ray
     return create_strategy(spec).next_wave(store.known_keys(study_id), 1, store.runs(spec.study)) is not None
+
+
+def exit_code(runs: list[dict]) -> int:
+    """`wavesweep run`'s exit status once the study ended: 0 when a run is COMPLETE, :data:`NO_RESULT` when none is
+    (every run FAILED, DIVERGED, ...), so that a job runner such as ``ray job submit`` reports the study as failed.
+    A single COMPLETE run is a result; how many runs failed around it is for `wavesweep status` to say."""
+    return 0 if any(r["status"] == "COMPLETE" for r in runs) else NO_RESULT

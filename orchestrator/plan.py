@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -50,6 +51,19 @@ class Plan:
     def wall_hours(self) -> float | None:
         """Waves run one after another; a wave's runs in parallel (at most runs_per_wave at once)."""
         return None if self.minutes_per_run is None else len(self.waves) * self.minutes_per_run / 60
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `wavesweep plan --format json` prints (costs are null without a per-run estimate)."""
+        return {
+            "mode": self.mode, "adaptive": self.adaptive, "runs_per_wave": self.runs_per_wave, "runs": self.runs,
+            "waves": [{"number": n, "reason": reason, "cells": [{"levels": c.levels, "seed": c.seed} for c in cells]}
+                      for n, (cells, reason) in enumerate(zip(self.waves, self.reasons), start=1)],
+            "estimability": [{"after_wave": e.after_wave, "runs": e.runs, "estimable": list(e.estimable),
+                              "not_separable": {term: list(mixed) for term, mixed in e.aliased.items()}}
+                             for e in self.estimability],
+            "minutes_per_run": self.minutes_per_run, "gpus_per_run": self.gpus_per_run,
+            "gpu_hours": self.gpu_hours, "wall_hours": self.wall_hours,
+        }
 
 
 def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> Plan:

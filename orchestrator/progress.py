@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 if TYPE_CHECKING:
     from orchestrator.events import Event
@@ -27,7 +34,7 @@ class StudyProgress:
         self.running: dict[int, int] = {}
 
     def wave_started(self, number: int, cells: list, reason: str) -> None:
-        self._print(f"[bold]Wave {number}[/]: {len(cells)} runs ({reason})")
+        self._print(f"[bold]Wave {number}[/]: {len(cells)} runs ({escape(reason)})")
         if self.progress is None:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=self.console)
@@ -50,14 +57,14 @@ class StudyProgress:
         elif isinstance(event, Retry):
             self.running[number] = max(0, self.running[number] - 1)
             how = "alone" if event.alone else "again"
-            self._print(f"  {'RETRY':<8} {self.levels[key]}  {event.result.error_kind} on attempt {event.attempt}; "
-                        f"runs {how}")
+            self._print(f"  {'RETRY':<8} {self.levels[key]}  {escape(str(event.result.error_kind))} on attempt "
+                        f"{event.attempt}; runs {how}")
         elif isinstance(event, Finished):
             self.running[number] = max(0, self.running[number] - 1)
             self.progress.advance(self.tasks[number])
             result = event.result
             value = result.metrics.get(self.metric)
-            shown = f"{self.metric}={value:.4g}" if value is not None else (result.error_kind or "")
+            shown = escape(f"{self.metric}={value:.4g}" if value is not None else (result.error_kind or ""))
             self._print(f"  {result.status.value:<8} {self.levels[key]}  {shown}  ({result.wall_s or 0:.1f} s)")
         self.progress.update(self.tasks[number], state=f"{self.running[number]} running")
 
@@ -83,8 +90,10 @@ class StudyProgress:
             self.progress = None
 
     def _print(self, text: str) -> None:
+        """``text`` is markup: user strings in it (levels, reasons, errors) are escaped by the caller."""
         (self.progress.console if self.progress else self.console).print(text, highlight=False, soft_wrap=True)
 
 
 def _words(cell) -> str:
-    return " ".join(f"{k}={v}" for k, v in cell.levels.items()) + f" seed={cell.seed}"
+    """The cell's levels, escaped for markup (a level such as "[all]" would otherwise vanish)."""
+    return escape(" ".join(f"{k}={v}" for k, v in cell.levels.items()) + f" seed={cell.seed}")

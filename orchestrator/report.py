@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from orchestrator.tables import table
 from orchestrator.wave_kinds import is_designed
 
 if TYPE_CHECKING:
@@ -144,27 +146,47 @@ def lease_line(lease: dict[str, Any] | None, now: datetime) -> str:
     return held
 
 
-def wave_table(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> Table:
-    """One row per wave (``Store.waves``): its kind (designed, or proposed by a model or a space-filling sample:
-    :func:`wave_kind`), why, runs by status, backfill runs, the idle device-seconds the driver counted ("-" where it
-    did not: waves recorded before it did, or still running), when the driver stopped waiting for its stragglers,
-    when it finished."""
+WAVE_COLUMNS = ("wave", "kind", "why", "runs", "by status", "backfill", "idle", "deadline passed", "finished")
+
+
+def wave_rows(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One row of :data:`WAVE_COLUMNS` per wave (``Store.waves``): its kind (designed, or proposed by a model or a
+    space-filling sample: :func:`wave_kind`), why, runs by status, backfill runs, the idle device-seconds the driver
+    counted ("-" where it did not: waves recorded before it did, or still running), when the driver stopped waiting
+    for its stragglers, when it finished."""
     counts: dict[int, dict[str, int]] = {}
     backfill: dict[int, int] = {}
     for run in runs:
         by_status = counts.setdefault(run["wave"], {})
         by_status[run["status"]] = by_status.get(run["status"], 0) + 1
         backfill[run["wave"]] = backfill.get(run["wave"], 0) + bool(run.get("backfill"))
-    table = Table("wave", "kind", "why", "runs", "by status", "backfill", "idle", "deadline passed", "finished")
+    rows = []
     for wave in waves:
         by_status = counts.get(wave["number"], {})
-        table.add_row(str(wave["number"]), wave_kind(wave.get("design")), wave["reason"],
-                      str(sum(by_status.values())),
-                      ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
-                      str(backfill.get(wave["number"], 0)), _idle(wave),
-                      _utc(wave["deadline_at"]) if wave.get("deadline_at") else "-",
-                      _utc(wave["finished_at"]) if wave["finished_at"] else "-")
-    return table
+        rows.append((str(wave["number"]), wave_kind(wave.get("design")), wave["reason"],
+                     str(sum(by_status.values())), ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
+                     str(backfill.get(wave["number"], 0)), _idle(wave),
+                     _utc(wave["deadline_at"]) if wave.get("deadline_at") else "-",
+                     _utc(wave["finished_at"]) if wave["finished_at"] else "-"))
+    return rows
+
+
+def wave_table(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> Table:
+    """The waves of :func:`wave_rows` as a table, for a console wide enough to hold it."""
+    return table(WAVE_COLUMNS, wave_rows(waves, runs), wrap=("why", "by status", "idle"))
+
+
+def wave_lines(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    """The waves of :func:`wave_rows` as a few lines each, for a console narrower than their table: squeezed into
+    80 columns, the table wrapped every reason into a column a word wide, one word a line."""
+    lines = []
+    for row in wave_rows(waves, runs):
+        cell = dict(zip(WAVE_COLUMNS, row))
+        lines.append(f"Wave {cell['wave']}, {cell['kind']}: {cell['runs']} runs ({cell['by status'] or 'none'}), "
+                     f"finished {cell['finished']}")
+        lines.append(f"  why: {cell['why']}")
+        lines.append(f"  backfill {cell['backfill']}; idle {cell['idle']}; deadline passed {cell['deadline passed']}")
+    return lines
 
 
 def _idle(wave: dict[str, Any]) -> str:
@@ -193,12 +215,13 @@ def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> 
 
 
 def print_effects(console: Console, result: EffectsResult, title: str, detect: float | None = None) -> None:
-    table = Table("term", "estimate", "95% CI", "p", "p adj.", "", "aliased with", title=title)
-    for term in result.terms:
-        mark = "[bold green]*[/]" if term.significant else ""
-        table.add_row(term.term, f"{term.estimate:+.4g}", f"[{term.ci_low:+.4g}, {term.ci_high:+.4g}]",
-                      _p(term.p_value), _p(term.p_adjusted), mark, ", ".join(term.aliased_with))
-    console.print(table)
+    headers = ("term", "estimate", "95% CI", "p", "p adj.", "", "aliased with")
+    rows = [(term.term, f"{term.estimate:+.4g}", f"[{term.ci_low:+.4g}, {term.ci_high:+.4g}]", _p(term.p_value),
+             _p(term.p_adjusted), Text("*", style="bold green") if term.significant else "",
+             ", ".join(term.aliased_with)) for term in result.terms]
+    if not any(term.aliased_with for term in result.terms):
+        headers, rows = headers[:-1], [row[:-1] for row in rows]  # an empty column takes room the names need
+    console.print(table(headers, rows, title=title, wrap=("95% CI", "aliased with")))
     adjust = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", None: "no"}[result.adjust]
     errors = "Lenth's pseudo standard error (no residual df)" if result.method == "lenth" else "OLS residuals"
     console.print(f"* p adjusted ({adjust}) < {result.alpha:g}. Errors from {errors}, {result.error_df:g} df; "
@@ -213,10 +236,9 @@ def print_effects(console: Console, result: EffectsResult, title: str, detect: f
         if detect is not None:
             console.print(f"To detect a coded effect of {detect:g} 80% of the time: {needed_runs(result, detect)} runs "
                           f"in all ({result.n_used} so far).", highlight=False)
-    budget = Table("source", "share of variance", title="Variance budget (sums to 100%)")
-    for row in result.budget.rows:
-        budget.add_row(row.category.replace("_", " "), f"{row.percent:.2f}%")
-    console.print(budget)
+    console.print(table(("source", "share of variance"),
+                        [(row.category.replace("_", " "), f"{row.percent:.2f}%") for row in result.budget.rows],
+                        title="Variance budget (sums to 100%)"))
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
 
@@ -231,15 +253,15 @@ def needed_runs(result: EffectsResult, effect: float) -> int:
 
 def print_decomposition(console: Console, result: FanovaResult, title: str) -> None:
     """Variance shares of mains and pairs, strongest first, with their intervals and verdicts."""
-    table = Table("term", "share of variance", "95% CI", "p", "floor", "verdict", title=title)
     order = sorted(result.terms, key=lambda t: (t.kind != "main", -(t.share if t.share == t.share else -1)))
+    rows = []
     for term in order:
         share = "-" if term.share != term.share else f"{100 * term.share:.1f}%"
         ci = "-" if term.ci_low != term.ci_low else f"[{100 * term.ci_low:.1f}%, {100 * term.ci_high:.1f}%]"
-        style = "[bold green]" if term.verdict in ("effect", "interaction") else ""
-        table.add_row(term.term, share, ci, _p(term.p_value), f"{100 * term.floor:.1f}%",
-                      f"{style}{term.verdict}[/]" if style else term.verdict)
-    console.print(table)
+        style = "bold green" if term.verdict in ("effect", "interaction") else ""
+        rows.append((term.term, share, ci, _p(term.p_value), f"{100 * term.floor:.1f}%", Text(term.verdict, style)))
+    console.print(table(("term", "share of variance", "95% CI", "p", "floor", "verdict"), rows, title=title,
+                        wrap=("95% CI",)))
     console.print(f"Random-forest functional ANOVA ({result.n_trees} trees) of {result.n_used} of {result.n_runs} "
                   f"runs; intervals from {result.n_bootstrap} bootstrap refits; floors: the largest share in "
                   f"{result.n_permutations} permutations at level {1 - result.alpha:g} (mains: permuted response; "
