@@ -48,10 +48,12 @@ Measured, per surface and method, over the repetitions:
   median regret after 16 k runs is at most Ax's median regret at the full budget (">K" if never within the budget);
 - interaction recall (true pairs reported / true pairs) and false discovery rate (reported pairs not true / reported
   pairs), over the pairs each method reports:
-  - waves: two-way terms significant (Holm, 0.05) in ``fit_effects`` of the runs of its *designed* waves only
+  - waves: two-way terms significant (Holm, 0.05) in ``fit_surface``, the second-order response surface over all
+    its runs (``wavesweep analyze --method surface``: main effects, quadratics, two-way interactions, each factor
+    coded over its box); and, on a line of its own, those of ``fit_effects`` on the runs of its *designed* waves only
     (``orchestrator.wave_kinds.is_designed``; space-filling and model-proposed waves are left out), each factor coded
     over its distinct values (quadratic terms where a factor has 3+); a factor held constant is left out; no pairs if
-    the fit refuses the runs;
+    a fit refuses the runs;
   - the sampling peers: wavesweep's fANOVA decomposition (``decompose``: bootstrap CIs and a permutation noise
     floor; a pair is reported when its verdict is "interaction") on all their runs. It costs seconds per call, so it
     runs only for the methods in ``--fanova`` (default: TPE batch and Ax batch); the others print "-";
@@ -87,7 +89,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.surfaces import Surface, get_surface
-from orchestrator.analysis import FactorInfo, decompose, fit_effects
+from orchestrator.analysis import FactorInfo, decompose, fit_effects, fit_surface
 from orchestrator.spec import parse_spec
 from orchestrator.strategies import create_strategy
 from orchestrator.wave_kinds import is_designed
@@ -107,6 +109,7 @@ class Search:
     values: list[float]
     batches: list[int]  # runs asked before any result of them was told, batch by batch
     reported: frozenset[frozenset[str]] | None = None  # pairs from the method's own analysis (waves); None: none
+    designed: frozenset[frozenset[str]] | None = None  # waves: the pairs of the designed waves' OLS fit alone
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Outcome:
     curve: tuple[float, ...]  # regret of the recommendation after 16, 32, ... runs
     batches: tuple[int, ...]
     reported: frozenset[frozenset[str]] | None  # None: the method reports no pairs (or they were not computed)
+    designed: frozenset[frozenset[str]] | None  # waves: the designed waves' OLS pairs, printed on a line of its own
     seconds: float  # the search, wall clock
     cpu_seconds: float  # the search, CPU time of the process (less sensitive to a busy machine)
     pair_seconds: float  # the pair analysis, wall clock
@@ -169,12 +173,25 @@ def designed_pairs(surface: Surface, runs: list[dict]) -> frozenset[frozenset[st
     return frozenset(frozenset(_pair(t.term)) for t in fit.terms if t.significant and t.order == 2)
 
 
+def surface_pairs(surface: Surface, runs: list[dict]) -> frozenset[frozenset[str]]:
+    """Significant (Holm, 0.05) two-way terms of the second-order fit over every run (``analyze --method
+    surface``)."""
+    frame = pd.DataFrame([{**{n: r[f"param.{n}"] for n in surface.factors}, "y": r["metric.y"]} for r in runs])
+    infos = {n: FactorInfo((box.low, box.high), box.scale) for n, box in surface.factors.items()}
+    try:
+        fit = fit_surface(frame, infos, "y", adjust="holm")
+    except ValueError:
+        return frozenset()
+    return frozenset(frozenset(_pair(t.term)) for t in fit.terms if t.significant and t.order == 2)
+
+
 def search_waves(surface: Surface, budget: int, rep: int, screen: str = "quarter") -> Search:
     spec = surface.spec(f"bench-waves-{rep}", mode="waves", runs_per_wave=RUNS_PER_WAVE, max_runs=budget,
                         max_waves=max(1, math.ceil(budget / RUNS_PER_WAVE)), seeds=[rep], screen=screen)
     runs = simulate(surface, spec, budget, RUNS_PER_WAVE, rep)
     points = [{n: r[f"param.{n}"] for n in surface.factors} for r in runs]
-    return Search(points, [r["metric.y"] for r in runs], _batches(runs), designed_pairs(surface, runs))
+    return Search(points, [r["metric.y"] for r in runs], _batches(runs), surface_pairs(surface, runs),
+                  designed_pairs(surface, runs))
 
 
 def search_waves_corners(surface: Surface, budget: int, rep: int) -> Search:
@@ -324,7 +341,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "waves": Method("waves (OLS, designed waves)", search_waves, "ols", True),
+    "waves": Method("waves (surface fit, all runs)", search_waves, "ols", True),
     "waves_corners": Method("waves, screen: corners", search_waves_corners, "ols", True),
     "ax_batch": Method("Ax Sobol16 + BoTorch, q=16", search_ax_batch, "fanova", True),
     "tpe_batch": Method("Optuna TPE, batches of 16", search_tpe_batch, "fanova", True),
@@ -365,8 +382,8 @@ def run_task(surface_name: str, method_key: str, rep: int, budget: int, fanova: 
     pair_seconds = time.perf_counter() - start
     curve = tuple(regret_of_best(surface, found.points[:n], found.values[:n])
                   for n in checkpoints(budget))
-    return Outcome(curve[-1], len(found.points), curve, tuple(found.batches), reported, seconds, cpu_seconds,
-                   pair_seconds)
+    return Outcome(curve[-1], len(found.points), curve, tuple(found.batches), reported, found.designed, seconds,
+                   cpu_seconds, pair_seconds)
 
 
 def _task(args: tuple) -> tuple[tuple, Outcome | str]:
@@ -429,23 +446,28 @@ def spread(surface: Surface, n: int = 20_000) -> float:
 
 
 def score(surface: Surface, outcomes: list[Outcome]) -> dict:
-    true = surface.interactions
-    found = [o.reported for o in outcomes if o.reported is not None]
-    hits = sum(len(r & true) for r in found)
-    reported = sum(len(r) for r in found)
-    recall = hits / (len(true) * len(found)) if found and true else math.nan
-    fdr = (reported - hits) / reported if reported else math.nan
-    return {"regret_median": statistics.median(o.regret for o in outcomes),
+    row = _score_pairs(surface, [o.reported for o in outcomes if o.reported is not None], len(outcomes))
+    designed = [o.designed for o in outcomes if o.designed is not None]
+    row["designed"] = _score_pairs(surface, designed, len(outcomes)) if designed else None
+    return {**row, "regret_median": statistics.median(o.regret for o in outcomes),
             "regret_mean": statistics.fmean(o.regret for o in outcomes),
             "curve": [statistics.median(o.curve[k] for o in outcomes) for k in range(len(outcomes[0].curve))],
             "runs": statistics.fmean(o.runs for o in outcomes),
-            "recall": recall if found else None, "fdr": fdr if found else None,
-            "reported": reported / len(outcomes) if found else None,
             "seconds": statistics.fmean(o.seconds for o in outcomes),
             "cpu_seconds": statistics.fmean(o.cpu_seconds for o in outcomes),
             "pair_seconds": statistics.fmean(o.pair_seconds for o in outcomes),
             "batches": sorted({batch_text(o.batches) for o in outcomes}),
             "rounds": statistics.fmean(len(o.batches) for o in outcomes)}
+
+
+def _score_pairs(surface: Surface, found: list[frozenset], n: int) -> dict:
+    true = surface.interactions
+    hits = sum(len(r & true) for r in found)
+    reported = sum(len(r) for r in found)
+    recall = hits / (len(true) * len(found)) if found and true else math.nan
+    fdr = (reported - hits) / reported if reported else math.nan
+    return {"recall": recall if found else None, "fdr": fdr if found else None,
+            "reported": reported / n if found else None}
 
 
 def waves_to_reach(curve: list[float], target: float | None) -> str:
@@ -575,13 +597,16 @@ def report(surfaces: list[Surface], methods: list[str], fanova: set[str], args, 
                 if m not in rows:
                     continue
                 row = rows[m]
-                pairs_by = {"ols": "OLS", "none": "cannot"}.get(METHODS[m].pairs, "fANOVA" if m in fanova else "-")
+                pairs_by = {"ols": "surface", "none": "cannot"}.get(METHODS[m].pairs, "fANOVA" if m in fanova else "-")
                 rep_pairs = "-" if row["reported"] is None else f"{row['reported']:.1f}"
                 print(f"  {METHODS[m].label:31s} {row['runs']:4.0f} {row['rounds']:6.1f} {row['regret_median']:10.4g} "
                       f"{100 * row['regret_median'] / scale:7.2f}% {row['regret_mean']:11.4g} "
                       f"{waves_to_reach(row['curve'], target):>11s} {pairs_by:>8s} {rep_pairs:>9s} "
                       f"{_fmt(row['recall']):>6s} {_fmt(row['fdr']):>5s} {row['seconds']:6.1f} "
                       f"{row['cpu_seconds']:6.1f} {row['pair_seconds']:8.1f}")
+                if (d := row["designed"]) is not None:
+                    print(f"  {'  pairs of its designed waves':31s} {'':4s} {'':6s} {'':10s} {'':8s} {'':11s} {'':11s} "
+                          f"{'OLS':>8s} {_fmt(d['reported']):>9s} {_fmt(d['recall']):>6s} {_fmt(d['fdr']):>5s}")
         print(f"  median regret of the recommendation after {', '.join(map(str, marks))} runs; batch sizes seen:")
         for m in methods:
             if m in rows:
@@ -591,8 +616,9 @@ def report(surfaces: list[Surface], methods: list[str], fanova: set[str], args, 
             print(f"  (waves to Ax: n/a, {REFERENCE} was not run on this surface)")
     print(f"\nrounds: batches asked before any of their results was told (a sequential method: one per run). "
           f"waves to Ax: first k with median regret after 16k runs <= {REFERENCE}'s median regret at "
-          f"{args.budget} runs. pairs by: OLS = significant two-way terms (Holm 0.05) of the effects fit on the "
-          f"designed waves; fANOVA = wavesweep's decomposition of all the method's runs; '-' = not computed (see "
+          f"{args.budget} runs. pairs by: surface = significant two-way terms (Holm 0.05) of the second-order fit "
+          f"over all the method's runs (analyze --method surface); OLS = the same of the effects fit on the designed "
+          f"waves alone (the line under the waves row); fANOVA = wavesweep's decomposition of all the method's runs; '-' = not computed (see "
           f"--fanova); cannot = greedy's path cannot estimate pairs. recall: true pairs reported / true pairs; FDR: "
           f"reported pairs not true / reported pairs. s/rep: wall seconds of search per repetition, one thread "
           f"(cpu s: its CPU seconds); +pairs s: wall seconds of the pair analysis.")

@@ -54,6 +54,11 @@ def fitted(url: str, name: str, scope: str):
     return effects.fit(study(url, name), scope)
 
 
+@st.cache_data(ttl=TTL, show_spinner=False)
+def surfaced(url: str, name: str):
+    return effects.surface_all(study(url, name))
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def decomposed(url: str, name: str, stamp: tuple):
     """The fANOVA of every run: seconds of forests, so cached per state of the study's runs (``stamp``), not for
@@ -216,7 +221,27 @@ def show_effects(url: str, name: str) -> None:
     if fit is not None:
         _effects(fit)
     if study(url, name).split.has_proposals:
+        _surface(url, name)
         _decomposition(url, name)
+
+
+def _surface(url: str, name: str) -> None:
+    """The second-order fit of every run: the interactions a saturated screen leaves aliased, from the model's runs."""
+    fit = surfaced(url, name)
+    st.subheader("Response surface of all runs (second-order OLS)")
+    if fit.error:
+        st.warning(f"No response surface to show: {fit.error}")
+        return
+    result = fit.result
+    cols = st.columns(3)
+    cols[0].metric("runs in the surface fit", f"{result.n_used} of {result.n_runs}")
+    cols[1].metric("surface error df", f"{result.error_df:.3g}")
+    cols[2].metric("surface R²", f"{result.r_squared:.3f}")
+    table = result.to_frame()
+    st.dataframe(table, hide_index=True, key="surface_table", column_config=_numbers(table))
+    st.caption(f"Fitted: {fit.described}, by OLS on main effects, quadratics and every two-factor interaction. Its "
+               "intervals assume that model, and a model's runs crowd near its optimum, so the estimates are most "
+               "precise there. The effects above need no such model but see only the designed waves.")
 
 
 def _decomposition(url: str, name: str) -> None:

@@ -25,7 +25,15 @@ from scipy import stats
 from threadpoolctl import threadpool_limits  # scikit-learn's dependency, hence ours
 
 from dashboard.data import Study
-from orchestrator.analysis import EffectsResult, FactorInfo, FanovaResult, cell_means, decompose, fit_effects
+from orchestrator.analysis import (
+    EffectsResult,
+    FactorInfo,
+    FanovaResult,
+    cell_means,
+    decompose,
+    fit_effects,
+    fit_surface,
+)
 from orchestrator.report import WaveSplit
 from orchestrator.spec import Factor
 
@@ -117,6 +125,34 @@ def decompose_all(study: Study, alpha: float = 0.05, seed: int = 0) -> Decomposi
     except ValueError as exc:
         return Decomposition(described, None, f"cannot decompose these runs yet: {exc}")
     return Decomposition(described, result, None)
+
+
+@dataclass(frozen=True)
+class SurfaceFit:
+    described: str  # which runs were fitted, in words
+    result: EffectsResult | None
+    error: str | None  # why there is no result
+
+
+def surface_all(study: Study, alpha: float = 0.05) -> SurfaceFit:
+    """The second-order response surface by OLS over every run, proposed waves' included
+    (:func:`orchestrator.analysis.fit_surface`): the interactions the saturated screen cannot separate. Milliseconds,
+    so shown with the effects, not on demand."""
+    runs = study.runs
+    described = study.split.all_runs()
+    factors, _ = _varying(study, runs)
+    if study.response not in runs or not _any_result(runs, study):
+        return SurfaceFit(described, None, f"no COMPLETE run with {study.metric!r} yet")
+    if not factors:
+        return SurfaceFit(described, None, "no factor varies among these runs")
+    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]]
+    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):  # as in fit(): spare the study's own workers
+            result = fit_surface(frame, factors, study.metric, alpha=alpha)
+    except ValueError as exc:
+        return SurfaceFit(described, None, f"cannot fit these runs yet: {exc}")
+    return SurfaceFit(described, result, None)
 
 
 def _scope(study: Study, scope: str, split: WaveSplit) -> tuple[pd.DataFrame, str]:

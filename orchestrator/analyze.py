@@ -1,18 +1,21 @@
 """`wavesweep analyze`: pick the runs (a study, a CSV, an Optuna study), the method, and print the result.
 
-Two methods, because designed and undesigned runs need different tools:
+Three methods, because designed and undesigned runs need different tools:
 
 - ``ols``: effects with CIs from the coded design (:func:`orchestrator.analysis.fit_effects`), for factorial waves
   and grids, plus reparametrisation hints for interactions the literature explains.
 - ``fanova``: a random-forest variance decomposition with bootstrap CIs and permutation noise floors
   (:func:`orchestrator.analysis.decompose`), for points no design placed: greedy paths, Optuna or W&B searches.
+- ``surface``: a second-order response surface by OLS over every run (:func:`orchestrator.analysis.fit_surface`):
+  the interactions of a waves study whose screen was saturated and whose later waves a model proposed.
 
 ``auto`` takes ``fanova`` for a greedy study, and for external runs where a factor has more than
 :data:`DESIGNED_MAX_LEVELS` distinct values (a sampler's continuous draws); ``ols`` otherwise.
 
 A waves study may mix designed waves with proposed ones (a space-filling sample, a model's batch:
 :mod:`orchestrator.wave_kinds`). Its ``ols`` fit (what ``auto`` keeps: a waves study is run for it) uses the runs of
-the designed waves only, its ``fanova`` decomposition every run, and the output says which runs each used.
+the designed waves only, its ``fanova`` decomposition and ``surface`` fit every run, and the output says which runs
+each used.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from orchestrator.report import span
 from orchestrator.sources import Runs, csv_runs, optuna_runs
 
 DESIGNED_MAX_LEVELS = 5  # a factorial design rarely has more levels per factor; a sampler's draws nearly all differ
-METHODS = ("auto", "ols", "fanova")
+METHODS = ("auto", "ols", "fanova", "surface")
 
 
 def load_runs(*, study: str | None, store: str | None, csv: Path | None, response: str | None,
@@ -70,8 +73,13 @@ def choose_method(method: str, runs: Runs) -> str:
 
 def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, seed: int,
             console: Console, detect: float | None = None) -> None:
-    from orchestrator.analysis import decompose, fit_effects, reparam_hints
-    from orchestrator.report import needed_runs, print_decomposition, print_effects, print_hints
+    from orchestrator.analysis import decompose, fit_effects, fit_surface, reparam_hints
+    from orchestrator.report import (
+        needed_runs,
+        print_decomposition,
+        print_effects,
+        print_hints,
+    )
 
     if fmt not in ("table", "json", "csv"):
         raise WavesweepError(f"--format: must be table, json or csv; got {fmt!r}")
@@ -96,6 +104,10 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
                                  adjust=None if adjust == "none" else adjust)
             # A CSV says nothing of the goal: hints then assume a loss (minimize), as they say.
             hints = reparam_hints(result, runs.factors, runs.frame, fixed=runs.fixed, goal=runs.goal or "minimize")
+        elif method == "surface":
+            result = fit_surface(runs.frame, runs.factors, runs.response, alpha=alpha,
+                                 adjust=None if adjust == "none" else adjust)
+            hints = []
         else:
             result = decompose(runs.frame, runs.factors, runs.response, alpha=alpha, seed=seed)
             hints = []
@@ -112,8 +124,8 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
             out["runs_used"] = used
         if method == "ols":
             out["hints"] = [h.to_dict() for h in hints]
-            if detect is not None:
-                out["runs_needed"] = {"effect": detect, "power": 0.8, "runs": needed_runs(result, detect)}
+        if method == "ols" and detect is not None:
+            out["runs_needed"] = {"effect": detect, "power": 0.8, "runs": needed_runs(result, detect)}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
     elif fmt == "csv":
         frame = result.to_frame()
@@ -126,6 +138,8 @@ def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, see
         if method == "ols":
             print_effects(console, result, f"Effects on {title}", detect)
             print_hints(console, hints)
+        elif method == "surface":
+            print_effects(console, result, f"Response surface of {title} (second-order, every run)", power=False)
         else:
             print_decomposition(console, result, f"Variance decomposition of {title}")
 
@@ -140,9 +154,9 @@ def runs_for(method: str, runs: Runs) -> tuple[Runs, dict[str, Any] | None]:
     split = runs.split
     if split is None or not split.has_proposals:
         return runs, None
-    if method == "fanova":
-        return runs, {**split.to_dict(split.designs), "left_out": None,
-                      "note": f"decomposition of {split.all_runs()}"}
+    if method in ("fanova", "surface"):
+        what = "decomposition" if method == "fanova" else "second-order fit"
+        return runs, {**split.to_dict(split.designs), "left_out": None, "note": f"{what} of {split.all_runs()}"}
     if not split.designed:
         raise WavesweepError(f"--method ols: every wave of {runs.source} is proposed ({span(split.proposed)}: "
                              f"{', '.join(split.names(split.proposed))}), not a design the effects fit may use; "

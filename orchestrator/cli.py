@@ -54,6 +54,7 @@ class Method(StrEnum):
     auto = "auto"
     ols = "ols"
     fanova = "fanova"
+    surface = "surface"
 
 
 class Adjust(StrEnum):
@@ -320,10 +321,11 @@ def analyze(
         help="With --csv: minimize or maximize the response (reparametrisation hints need it; default minimize).")] = None,
     method: Annotated[Method, typer.Option(
         help="ols (designed runs: effects with CIs; in a study with proposed waves, the designed waves' runs only), "
-             "fanova (undesigned runs: variance shares with bootstrap CIs and permutation noise floors; every run) "
-             "or auto")] = Method.auto,
+             "fanova (undesigned runs: variance shares with bootstrap CIs and permutation noise floors; every run), "
+             "surface (a second-order response surface by OLS over every run, designed or proposed: main effects, "
+             "quadratics, two-factor interactions with CIs that assume that model) or auto")] = Method.auto,
     format: Annotated[AnalyzeFormat, typer.Option("--format", help="table, json or csv")] = AnalyzeFormat.table,
-    adjust: Annotated[Adjust, typer.Option(help="ols: p-value adjustment, holm, fdr_bh or none")] = Adjust.holm,
+    adjust: Annotated[Adjust, typer.Option(help="ols, surface: p-value adjustment, holm, fdr_bh or none")] = Adjust.holm,
     alpha: Annotated[float, typer.Option(help="Significance level and 1 - CI level.")] = 0.05,
     seed: Annotated[int, typer.Option(help="fanova: seed of the forests, bootstrap and permutations.")] = 0,
     detect: Annotated[float | None, typer.Option(

@@ -214,7 +214,10 @@ def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> 
     return out.rename(columns={f"param.{f}": f for f in factors} | {column: metric})
 
 
-def print_effects(console: Console, result: EffectsResult, title: str, detect: float | None = None) -> None:
+def print_effects(console: Console, result: EffectsResult, title: str, detect: float | None = None, *,
+                  power: bool = True) -> None:
+    """The effects table, its error line, the power line (a two-level design's: ``power=False`` where the runs are
+    no such design) and the variance budget."""
     headers = ("term", "estimate", "95% CI", "p", "p adj.", "", "aliased with")
     rows = [(term.term, f"{term.estimate:+.4g}", f"[{term.ci_low:+.4g}, {term.ci_high:+.4g}]", _p(term.p_value),
              _p(term.p_adjusted), Text("*", style="bold green") if term.significant else "",
@@ -227,7 +230,7 @@ def print_effects(console: Console, result: EffectsResult, title: str, detect: f
     console.print(f"* p adjusted ({adjust}) < {result.alpha:g}. Errors from {errors}, {result.error_df:g} df; "
                   f"{result.n_used} of {result.n_runs} runs used; R^2 = {result.r_squared:.3f}.", highlight=False)
     sigma = result.sigma_pure_error if result.sigma_pure_error == result.sigma_pure_error else result.sigma
-    if result.method == "ols" and sigma > 0 and result.error_df >= 1:
+    if power and result.method == "ols" and sigma > 0 and result.error_df >= 1:
         from orchestrator.analysis import detectable_effect
 
         smallest = detectable_effect(sigma, result.n_used, result.error_df, alpha=result.alpha)

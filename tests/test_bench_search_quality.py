@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments.surfaces import get_surface
@@ -114,6 +115,18 @@ def test_designed_pairs_use_the_designed_waves_only():
     assert sq.designed_pairs(surface, designed[:1]) == frozenset()
 
 
+def test_surface_pairs_take_every_run():
+    # 80 scattered runs of screening (no design): the second-order fit (36 terms) over all of them names a:b and c:d, which the
+    # designed-waves fit cannot see in runs it leaves out.
+    surface = get_surface("screening")
+    rng = np.random.default_rng(3)
+    points = [{n: float(v) for n, v in zip("abcdefg", rng.uniform(-1, 1, 7))} for _ in range(80)]
+    runs = _runs(points, [surface.sample(p, i) for i, p in enumerate(points)], "model", 1)
+    assert sq.surface_pairs(surface, runs) == {frozenset("ab"), frozenset("cd")}
+    assert sq.designed_pairs(surface, runs) == frozenset()
+    assert sq.surface_pairs(surface, runs[:5]) == frozenset()  # too few runs for the model: no pairs, no error
+
+
 def test_main_prints_every_requested_row(capsys, monkeypatch):
     # In-process (--jobs 1) the command would pin this whole test process to one thread and import Ax.
     monkeypatch.setattr(sq, "_worker_init", lambda: None)
@@ -122,7 +135,7 @@ def test_main_prints_every_requested_row(capsys, monkeypatch):
              "--fanova", "none"])
     out = capsys.readouterr().out
     assert "bowl: 3 factors" in out
-    for label in ("waves (OLS, designed waves)", "random search", "greedy (1 GPU)"):
+    for label in ("waves (surface fit, all runs)", "pairs of its designed waves", "random search", "greedy (1 GPU)"):
         assert label in out
     assert "references, not equal-parallelism peers" in out
     assert "ax_batch was not run" in out

@@ -212,6 +212,8 @@ def test_dashboard_effects_fit_the_designed_runs_and_the_decomposition_all(mixed
         "1-2 (fractional_factorial, fold_over); 10 runs of proposed wave 3 (model) left out: they are not a design")
     every = effects.fit(study, "all")
     assert every.result.n_runs == 16 and every.described.startswith("the 16 runs of designed waves 1-2")
+    surface = effects.surface_all(study)
+    assert (surface.result.n_runs, surface.result.n_used) == (26, 25) and surface.error is None
     decomposition = effects.decompose_all(study)
     assert (decomposition.result.n_runs, decomposition.result.n_used) == (26, 25)
     assert decomposition.described.startswith("all 26 runs: 16 of designed waves 1-2")
@@ -226,6 +228,10 @@ def test_dashboard_views_show_the_split(mixed, monkeypatch):
     assert metrics(at)["runs used"] == "16 of 16"
     assert "10 runs of proposed wave 3 (model) left out: they are not a design" in texts(at)
     assert "runs decomposed" not in metrics(at)  # seconds of forests only on demand
+    assert metrics(at)["runs in the surface fit"] == "25 of 26"  # every run, the FAILED one excluded
+    surface = next(df.value for df in at.dataframe if "x^2" in set(df.value["term"]))
+    assert {"x", "x:y", "x:z", "y:z"} <= set(surface["term"])
+    assert "Fitted: all 26 runs: 16 of designed waves 1-2" in texts(at)
     at.sidebar.radio(key="scope").set_value("all").run()
     assert metrics(at)["runs used"] == "16 of 16"
     assert "Fitted: the 16 runs of designed waves 1-2 (fractional_factorial, fold_over); 10 runs" in texts(at)

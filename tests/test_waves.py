@@ -47,10 +47,10 @@ def test_waves_find_an_interior_optimum_within_tolerance(sqlite_url, executor):
 
 
 def test_waves_fold_over_to_de_alias_a_significant_interaction(sqlite_url, executor):
-    # Four factors in 8 runs: the 2^(4-1) IV fraction aliases a:b with c:d. The surface has a real a:b. Three waves
-    # after the screen: the budget leaves the model two after the de-alias wave.
+    # Four factors in 8 runs: the 2^(4-1) IV fraction aliases a:b with c:d. The surface has a real a:b. Four waves
+    # after the screen: the budget leaves the model three after the de-alias wave.
     study = spec("alias", {"a": 1.0, "a*b": 1.5, "c": 0.0, "d": 0.0},
-                 {n: {"levels": [-1, 1]} for n in "abcd"}, runs_per_wave=8, max_waves=4)
+                 {n: {"levels": [-1, 1]} for n in "abcd"}, runs_per_wave=8, max_waves=5)
     store = Store(sqlite_url)
     run_study(parse_spec(study), store, executor)
     waves = store.waves("alias")

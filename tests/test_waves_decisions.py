@@ -116,6 +116,18 @@ def test_an_aliased_interaction_is_de_aliased_before_the_model_takes_over():
     assert third.design == "model" and "told 32 finished runs" in third.reason
 
 
+def test_a_four_wave_study_leaves_every_wave_after_the_screen_to_the_model():
+    # The screen of the test above, in a study of four waves: a de-alias wave would leave the model two, so the
+    # second wave is the model's (MODEL_WAVES_AFTER), and the screen's aliased chains stay for the surface fit.
+    names = "abcdefg"
+    strategy = create_strategy(spec({n: {"levels": [-1.0, 1.0]} for n in names}, max_waves=4), 16)
+    value = lambda lv, s: 2 * lv["a"] + lv["b"] + 3 * lv["a"] * lv["b"] + noise(lv, s, 0.02)
+    first = strategy.next_wave(set(), 16)
+    runs = record(first, 1, value)
+    second = strategy.next_wave({c.key for c in first.cells}, 16, runs)
+    assert second.design == "model" and "told 16 finished runs" in second.reason
+
+
 def test_best_fold_clears_what_a_fold_over_can_and_augment_finds_estimable_points():
     # 2^(4-1) IV (D = ABC): AB = CD. Folding on one factor clears both; on every factor it reproduces the fraction.
     letters, clear = best_fold(("ABCD",), "ABCD", [{"AB", "CD"}])

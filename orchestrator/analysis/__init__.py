@@ -5,6 +5,8 @@
 - :func:`cell_means`: means with intervals per level (pair of levels), for interaction plots.
 - :func:`decompose`: for undesigned runs (greedy paths, Optuna or CSV imports), an fANOVA-style variance
   decomposition with pairwise shares, bootstrap CIs and permutation noise floors ("inconclusive" under them).
+- :func:`fit_surface`: the second-order response surface by OLS over every run, designed or proposed (what a
+  waves study's model waves add to its saturated screen).
 - :func:`reparam_hints`: reparametrisations that shrink a found interaction (lr/sqrt(batch), lr*wd, alpha/rank),
   checked on the runs when they allow it.
 - :func:`detection_power`, :func:`detectable_effect`, :func:`runs_needed`: power of those tests.
@@ -30,10 +32,11 @@ from orchestrator.analysis.results import (
     VarianceBudget,
 )
 from orchestrator.analysis.runs import select_runs
+from orchestrator.analysis.surface import fit_surface
 
 __all__ = [
     "AnovaRow", "AnovaTable", "BudgetRow", "EffectsResult", "FactorInfo", "FanovaResult", "FanovaTerm", "Hint",
     "TermEffect", "VarianceBudget",
     "cell_means", "code_numeric", "decompose", "design_matrix", "detectable_effect", "detection_power", "factor_infos",
-    "fit_effects", "infer_factors", "lenth_pse", "reparam_hints", "runs_needed", "select_runs",
+    "fit_effects", "fit_surface", "infer_factors", "lenth_pse", "reparam_hints", "runs_needed", "select_runs",
 ]

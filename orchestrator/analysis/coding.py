@@ -76,8 +76,13 @@ def code_numeric(values: pd.Series | np.ndarray, info: FactorInfo) -> np.ndarray
     return (2.0 * x - (high + low)) / (high - low)
 
 
-def design_matrix(df: pd.DataFrame, factors: Mapping[str, FactorInfo], *, max_order: int = 2) -> Design:
-    """The coded columns of the model for the runs in ``df`` (see the module docstring for the coding)."""
+def design_matrix(df: pd.DataFrame, factors: Mapping[str, FactorInfo], *, max_order: int = 2,
+                  curved_pairs: bool = True) -> Design:
+    """The coded columns of the model for the runs in ``df`` (see the module docstring for the coding).
+
+    ``curved_pairs=False`` leaves out the linear x quadratic pairs: the second-order response-surface model
+    (:mod:`orchestrator.analysis.surface`), whose runs have so many distinct values that every factor gets a
+    quadratic and the curved pairs alone would outnumber the runs."""
     if max_order < 1:
         raise ValueError(f"max_order must be >= 1; got {max_order}")
     parts = {name: _code_factor(name, df, info) for name, info in factors.items()}
@@ -90,7 +95,7 @@ def design_matrix(df: pd.DataFrame, factors: Mapping[str, FactorInfo], *, max_or
     named += [(Column(p.name, p.term, "quadratic", 1), p.values) for p in quadratic.values()]
     if max_order >= 2:
         named += _products(list(factors), linear, 2)
-        numeric = [name for name, info in factors.items() if info.kind == "numeric"]
+        numeric = [name for name, info in factors.items() if info.kind == "numeric"] if curved_pairs else []
         for a, b in combinations(numeric, 2):
             for first, second in ((linear[a][0], quadratic.get(b)), (quadratic.get(a), linear[b][0])):
                 if first is None or second is None:  # that factor has only 2 levels: no quadratic

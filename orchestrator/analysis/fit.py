@@ -35,6 +35,7 @@ def fit_effects(
     max_order: int = 2,
     diverged_value: float | None = None,
     min_resid_df: int = 1,
+    curved_pairs: bool = True,
 ) -> EffectsResult:
     """Fit main effects and interactions of ``factors`` on ``response`` by OLS on the coded design.
 
@@ -75,7 +76,7 @@ def fit_effects(
         raise ValueError(f"{len(runs)} usable run(s) of {selection.n_runs}; a fit needs at least 2. "
                          + "; ".join(selection.notes))
 
-    design = design_matrix(runs, infos, max_order=max_order)
+    design = design_matrix(runs, infos, max_order=max_order, curved_pairs=curved_pairs)
     aliasing = find_aliasing(design.matrix)
     if len(aliasing.kept) == 1:
         raise ValueError("no effect is estimable from these runs: every factor column is constant "

@@ -3,8 +3,10 @@
 1. SCREEN (designed; ``screen.py``): a two-level fraction of the screening region (each numeric factor at the
    quarter points of its range, a categorical at its two levels), with center runs where the wave has room.
 2. DE-ALIAS (designed; ``dealias.py``), once, when the screen's fit (``screen.read``) has a significant effect
-   aliased with a two-factor interaction and the budget leaves the model two waves after it: the fold-over that
-   clears the significant alias chains, or a D-optimal augmentation where none can.
+   aliased with a two-factor interaction and the budget leaves the model three waves after it: the fold-over that
+   clears the significant alias chains, or a D-optimal augmentation where none can. In a four-wave study it never
+   runs: the model needs all three waves (measured, docs/benchmarks.md), and the interactions come from the
+   second-order fit over every run (``analyze --method surface``) instead.
 3. REFINE (proposed; ``refine.py``): a Gaussian process told every finished run, designed or not, proposes the whole
    wave jointly (qLogNEI) over the whole range of every open numeric factor. Inert factors (no term touching them
    with p under 0.2 on a fit with a real noise estimate, no curvature at the center) are fixed at their better
@@ -36,7 +38,11 @@ from orchestrator.wave_kinds import is_designed
 
 DEFAULT_MAX_WAVES = 6
 DE_ALIAS = {"fold_over", "augmentation"}  # the designs of the (one) de-alias wave
-MODEL_WAVES_AFTER = 2  # a de-alias wave runs only if at least this many waves are left for the model after it
+# A de-alias wave runs only if at least this many waves are left for the model after it. With 2 (a four-wave study
+# de-aliasing at wave 2), bench/search_quality.py measured the lost model wave: llm_finetune regret 0.036 against
+# 0.026 without it, hartmann6 0.29 against 0.22, for designed-fit interaction recall 0.23 against 0.07 on
+# llm_finetune, while the surface fit over all 64 runs recalls 0.87 without it.
+MODEL_WAVES_AFTER = 3
 
 
 class Waves(Strategy):

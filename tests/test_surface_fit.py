@@ -1,0 +1,70 @@
+"""The second-order response surface over every run (``fit_surface``, ``wavesweep analyze --method surface``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.analysis import FactorInfo, fit_surface
+from tests.test_cli import wavesweep
+from tests.test_designed_proposed import fill
+
+
+def scattered(n: int, seed: int) -> pd.DataFrame:
+    """Points no design placed (a model's batches): uniform in the box, lr on a log scale."""
+    rng = np.random.default_rng(seed)
+    u = rng.uniform(-1, 1, size=(n, 4))
+    frame = pd.DataFrame({"lr": 10 ** (-4 + 1.5 * (u[:, 0] + 1)), "b": u[:, 1], "c": u[:, 2], "d": u[:, 3]})
+    x = np.log10(frame["lr"]) + 2.5  # lr coded onto [-1.5, 1.5] before the fit rescales it by its span
+    frame["loss"] = (1.0 + 0.4 * x ** 2 + 0.5 * frame["b"] + 0.6 * x * frame["b"] - 0.5 * frame["c"] * frame["d"]
+                     + rng.normal(0, 0.05, n))
+    return frame
+
+
+FACTORS = {"lr": FactorInfo((1e-4, 1e-1), "log"), "b": FactorInfo((-1.0, 1.0)), "c": FactorInfo((-1.0, 1.0)),
+           "d": FactorInfo((-1.0, 1.0))}
+
+
+def test_the_surface_names_the_true_interactions_from_scattered_runs():
+    frame = scattered(60, 0)
+    fit = fit_surface(frame, FACTORS, "loss")
+    terms = {t.term: t for t in fit.terms}
+    # Mains, a quadratic per factor, the six pairs: no linear x quadratic columns (they alone would be 12 more).
+    assert set(terms) == {"lr", "b", "c", "d", "lr^2", "b^2", "c^2", "d^2", "lr:b", "lr:c", "lr:d", "b:c", "b:d",
+                          "c:d"}
+    assert fit.method == "ols" and fit.error_df == 60 - 15 and fit.n_used == 60
+    assert {t.term for t in fit.terms if t.significant and t.order == 2} == {"lr:b", "c:d"}
+    # Coded over the span the runs cover: lr's x spans about [-1.5, 1.5], so its coded coefficient is 1.5 x 0.6.
+    span = (np.log10(frame["lr"]).max() - np.log10(frame["lr"]).min()) / 2
+    assert terms["lr:b"].ci_low < 0.6 * span < terms["lr:b"].ci_high
+    assert terms["c:d"].ci_low < -0.5 < terms["c:d"].ci_high
+    assert fit.notes[0].startswith("second-order response surface")
+
+
+def test_a_factor_held_at_one_value_is_left_out_and_too_few_runs_are_refused():
+    frame = scattered(40, 1).assign(d=0.5)
+    fit = fit_surface(frame, FACTORS, "loss")
+    assert not any("d" in t.term.split(":") or t.term == "d^2" for t in fit.terms)
+    with pytest.raises(ValueError, match="every factor is held at one value"):
+        fit_surface(frame.assign(lr=1e-3, b=0.0, c=0.0), FACTORS, "loss")
+
+
+@pytest.mark.slow
+def test_analyze_fits_the_surface_on_every_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    fill(url)  # 16 designed runs (waves 1-2) and 10 a model proposed (wave 3), one FAILED
+    out = wavesweep("analyze", "mixed", "--store", url, "--method", "surface", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["method_used"] == "surface"
+    assert (result["n_runs"], result["n_used"], result["excluded"]) == (26, 25, {"FAILED": 1})
+    assert result["runs_used"]["note"] == ("second-order fit of all 26 runs: 16 of designed waves 1-2 "
+                                           "(fractional_factorial, fold_over), 10 of proposed wave 3 (model)")
+    assert {t["term"] for t in result["terms"]} >= {"x^2", "x:y"}
+    table = wavesweep("analyze", "mixed", "--store", url, "--method", "surface")
+    assert table.returncode == 0, table.stderr
+    assert "Response surface of loss" in table.stdout and "25 of 26 runs used" in table.stdout
+    assert "Power:" not in table.stdout  # the two-level power line does not describe scattered runs
