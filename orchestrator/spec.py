@@ -221,7 +221,14 @@ def parse_spec(data: Any, *, check_experiment: bool = True) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems_from_pydantic(exc.errors(), Spec)) from None
+        problems = _problems_from_pydantic(exc.errors(), Spec)
+        # The constraints between fields are checked too, on the fields that are valid, so that one report lists
+        # every problem of the file (not the type errors first and the rest after the user fixed them).
+        bad = _bad_fields(exc.errors())
+        rest = _without(data, bad)
+        if rest is not None:
+            problems += [p for p in _check(rest) if not _under(p[0], bad)]
+        raise SpecError(problems) from None
     problems = _check(spec)
     if check_experiment and not any(path == "experiment" for path, _, _ in problems):
         try:
@@ -231,6 +238,37 @@ def parse_spec(data: Any, *, check_experiment: bool = True) -> Spec:
     if problems:
         raise SpecError(problems)
     return spec
+
+
+# Stand-ins for required fields that are missing or invalid, so that the other fields can still be checked together.
+_STAND_INS = {"study": "x", "experiment": "stand.in:run", "factors": {}, "response": {"metric": "x"}}
+
+
+def _bad_fields(errors: list[dict[str, Any]]) -> set[str]:
+    """The fields that pydantic refused: top-level keys, or ``factors.<name>`` for a factor's own errors."""
+    bad = set()
+    for err in errors:
+        loc = err["loc"]
+        bad.add(f"factors.{loc[1]}" if loc[0] == "factors" and len(loc) > 2 else str(loc[0]))
+    return bad
+
+
+def _without(data: dict[str, Any], bad: set[str]) -> Spec | None:
+    """``data`` less its ``bad`` fields (stand-ins for required ones), as a Spec; None if that is still invalid."""
+    rest = {key: value for key, value in data.items() if key not in bad}
+    if isinstance(rest.get("factors"), dict):
+        rest["factors"] = {name: f for name, f in rest["factors"].items() if f"factors.{name}" not in bad}
+    for key, value in _STAND_INS.items():
+        rest.setdefault(key, value)
+    try:
+        return Spec.model_validate(rest)
+    except ValidationError:
+        return None
+
+
+def _under(path: str, fields: set[str]) -> bool:
+    """Whether ``path`` is one of ``fields``, inside one, or holds one (``factors`` left empty by a dropped factor)."""
+    return any(path == f or path.startswith((f + ".", f + "[")) or f.startswith(path + ".") for f in fields)
 
 
 def import_experiment(target: str) -> Callable[..., Any]:
