@@ -7,6 +7,7 @@ once so a researcher fixes the file in one pass.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -14,7 +15,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -152,7 +153,9 @@ class Spec(_Frozen):
 
     study: StrictStr = Field(pattern=_NAME, description="Unique name of the study in the store.")
     description: StrictStr = ""
-    experiment: StrictStr = Field(description="`module:function` implementing run(params, ctx) -> dict of metrics.")
+    experiment: StrictStr = Field(description="`module:function` implementing run(params, ctx) -> dict of metrics. "
+                                              "When its module declares PARAMS (a mapping keyed by param name), "
+                                              "factor and fixed names must be among them.")
     fixed: dict[str, Any] = Field(default_factory=dict, description="Params passed unchanged to every run.")
     factors: dict[str, Factor] = Field(description="Params that vary, with their levels.")
     response: Response
@@ -235,6 +238,8 @@ def parse_spec(data: Any, *, check_experiment: bool = True) -> Spec:
             import_experiment(spec.experiment)
         except SpecError as exc:
             problems.extend(exc.problems)
+        else:
+            problems.extend(_undeclared(spec))
     if problems:
         raise SpecError(problems)
     return spec
@@ -283,6 +288,30 @@ def import_experiment(target: str) -> Callable[..., Any]:
     if not callable(func):
         raise SpecError([("experiment", f"module {module_name!r} has no function {func_name!r}", target)])
     return func
+
+
+def declared_params(target: str) -> list[str] | None:
+    """The params that the experiment's module declares in a ``PARAMS`` mapping (name -> its declaration), or None
+    when it declares none (such as ``experiments.synthetic``, whose params are the terms of its surface)."""
+    declared = getattr(importlib.import_module(target.partition(":")[0]), "PARAMS", None)
+    return list(declared) if isinstance(declared, Mapping) else None
+
+
+def _undeclared(spec: Spec) -> list[tuple[str, str, Any]]:
+    """Factor and fixed names the experiment does not declare: a typo would otherwise fail every run on the
+    cluster, after Ray started."""
+    declared = declared_params(spec.experiment)
+    if declared is None:
+        return []
+    problems = []
+    for section, names in (("factors", spec.factors), ("fixed", spec.fixed)):
+        for name in names:
+            if name in declared or name in _RESERVED_PARAMS:
+                continue
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "its params: " + ", ".join(declared)
+            problems.append((f"{section}.{name}", f"is not a param of {spec.experiment} ({hint})", name))
+    return problems
 
 
 def parse_deadline(value: float | str) -> tuple[str, float] | None:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from orchestrator.spec import parse_spec
 from tests.conftest import REPO, synthetic_spec, write_spec
 
 
@@ -49,3 +50,27 @@ def test_a_field_refused_by_its_type_hides_no_other_problem(tmp_path):
     assert error_lines(out) == ["study: is required",
                                 "factors.x.scale: must be one of 'linear' or 'log'; got 'exp'",
                                 "factors.y.levels[1]: must be unique within the factor; got 0.1"]
+
+
+def test_a_name_the_experiment_does_not_declare_is_refused_before_anything_runs(tmp_path):
+    """`learnig_rate` used to start Ray and fail every run with 'unknown param'; now `run` refuses it at once, naming
+    the close match, and creates no store."""
+    spec = {"study": "typo", "experiment": "experiments.qwen35.finetune:run",
+            "fixed": {"model": "tiny", "max_step": 10, "dataset": "arithmetic"},
+            "factors": {"learnig_rate": {"levels": [1e-3, 3e-3], "scale": "log"},
+                        "warmup_ratio": {"levels": [0.0, 0.1]}},
+            "response": {"metric": "eval_loss"}, "strategy": {"mode": "grid", "runs_per_wave": 4}}
+    db = tmp_path / "store.db"
+    out = wavesweep("run", str(write_spec(tmp_path / "typo.yaml", spec)), "--store", f"sqlite:///{db}")
+    assert out.returncode == 1
+    target = "is not a param of experiments.qwen35.finetune:run"
+    assert error_lines(out) == [f"factors.learnig_rate: {target} (did you mean 'learning_rate'?); got 'learnig_rate'",
+                                f"fixed.max_step: {target} (did you mean 'max_steps'?); got 'max_step'"]
+    assert not db.exists()
+
+
+def test_an_experiment_without_declared_params_takes_any_name():
+    """experiments.synthetic declares no PARAMS: its params are the terms of its surface, whatever their names."""
+    spec = synthetic_spec()
+    spec["factors"] = {"anything": {"levels": [1, 2]}, "y": {"levels": [0.1, 0.2]}}
+    assert list(parse_spec(spec).factors) == ["anything", "y"]
