@@ -153,7 +153,8 @@ def run(
 def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
     gpus: Annotated[int | None, typer.Option(help="GPUs (or CPU slots) the study will get; sizes the waves when "
-                                                  "the spec has no runs_per_wave.")] = None,
+                                                  "the spec has no runs_per_wave, and is the runs at once of the "
+                                                  "wall-clock estimate (default: a wave's runs).")] = None,
     minutes_per_run: Annotated[float | None, typer.Option(help="Per-run estimate for the cost; default: the "
                                                                "median of the study's finished runs.")] = None,
     store: StoreOpt = None,
@@ -171,7 +172,7 @@ def plan(
                              "study will run on")
     if minutes_per_run is None:
         minutes_per_run = _history_minutes(spec.study, store)
-    result = make_plan(spec, runs_per_wave, minutes_per_run)
+    result = make_plan(spec, runs_per_wave, minutes_per_run, slots=gpus)
     if format == ReportFormat.json:
         sys.stdout.write(json.dumps({"study": spec.study, **result.to_dict()}, indent=1, default=str) + "\n")
         return
@@ -189,14 +190,8 @@ def plan(
         console.print(f"Mode {spec.strategy.mode}: later waves are chosen from this wave's results (at most "
                       f"{spec.strategy.max_waves or 6} waves of at most {result.runs_per_wave} runs); the cost below "
                       "is for the first wave.", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"{result.runs} runs in {len(result.waves)} waves of at most {result.runs_per_wave}.",
-                  highlight=False)
-    if result.gpu_hours is None:
-        console.print("Cost: unknown; pass --minutes-per-run (or run some of the study first).", highlight=False)
-    else:
-        console.print(f"Cost: {result.gpu_hours:.2f} GPU-hours at {result.minutes_per_run:.2f} min per run x "
-                      f"{spec.resources.gpus_per_run:g} GPU; about {result.wall_hours:.2f} h of wall clock, one wave "
-                      "after another.", highlight=False)
+    console.print(result.size_text(), highlight=False, markup=False)
+    console.print(result.cost_text(), highlight=False, soft_wrap=True, markup=False)
 
 
 def _history_minutes(study: str, store: str | None) -> float | None:

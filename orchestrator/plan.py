@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ import pandas as pd
 from orchestrator.analysis import design_matrix, factor_infos
 from orchestrator.analysis.aliasing import find_aliasing
 from orchestrator.cells import Cell
+from orchestrator.packing import run_request
 from orchestrator.spec import Spec
 from orchestrator.strategies import create_strategy
 
@@ -33,9 +35,12 @@ class Plan:
     reasons: list[str]
     estimability: list[Estimability]
     minutes_per_run: float | None
-    gpus_per_run: float
+    gpus_per_run: float | str  # as the spec gives it ("auto" stays "auto")
+    run_gpus: tuple[float, ...]  # what each planned run asks for (with auto: its share of a GPU)
     adaptive: bool  # later waves are chosen from results: only the first is planned
     mode: str  # the strategy that will run (auto resolved from the wave size, as `wavesweep run` resolves it)
+    slots: int  # runs at once: the GPUs (or CPU slots) given to `plan`, else a wave's runs
+    overlap: bool  # a grid's later waves start as runs end (the driver's lookahead), not after the wave's last run
 
     @property
     def runs(self) -> int:
@@ -43,14 +48,39 @@ class Plan:
 
     @property
     def gpu_hours(self) -> float | None:
-        if self.minutes_per_run is None:
-            return None
-        return self.runs * self.minutes_per_run * max(self.gpus_per_run, 1e-9) / 60
+        return None if self.minutes_per_run is None else sum(self.run_gpus) * self.minutes_per_run / 60
+
+    @property
+    def run_hours(self) -> float | None:
+        """Wall time of the runs added up: the budget's unit (max_gpu_hours) for runs that take no GPU."""
+        return None if self.minutes_per_run is None else self.runs * self.minutes_per_run / 60
 
     @property
     def wall_hours(self) -> float | None:
-        """Waves run one after another; a wave's runs in parallel (at most runs_per_wave at once)."""
-        return None if self.minutes_per_run is None else len(self.waves) * self.minutes_per_run / 60
+        """Rounds of ``slots`` runs: over all runs when waves overlap, wave by wave when each waits for the last."""
+        if self.minutes_per_run is None:
+            return None
+        rounds = (math.ceil(self.runs / self.slots) if self.overlap
+                  else sum(math.ceil(len(w) / self.slots) for w in self.waves))
+        return rounds * self.minutes_per_run / 60
+
+    def size_text(self) -> str:
+        return (f"{_count(self.runs, 'run')} in {_count(len(self.waves), 'wave')} of at most "
+                f"{self.runs_per_wave}.")
+
+    def cost_text(self) -> str:
+        if self.minutes_per_run is None:
+            return "Cost: unknown; pass --minutes-per-run (or run some of the study first)."
+        at = f"at {self.minutes_per_run:.2f} min per run"
+        if not any(self.run_gpus):
+            cost = f"{self.run_hours:.2f} run-hours {at} (the runs take no GPU)"
+        else:
+            cost = (f"{self.gpu_hours:.2f} GPU-hours {at} x {_gpus_text(self.run_gpus)} ({self.run_hours:.2f} "
+                    "run-hours on a cluster without GPUs)")
+        how = ("" if len(self.waves) < 2 else " (waves overlap: a grid's later waves start as runs end)"
+               if self.overlap else " (one wave after another)")
+        return (f"Cost: {cost}; about {self.wall_hours:.2f} h of wall clock with {_count(self.slots, 'run')} at "
+                f"once{how}.")
 
     def to_dict(self) -> dict[str, Any]:
         """What `wavesweep plan --format json` prints (costs are null without a per-run estimate)."""
@@ -62,11 +92,24 @@ class Plan:
                               "not_separable": {term: list(mixed) for term, mixed in e.aliased.items()}}
                              for e in self.estimability],
             "minutes_per_run": self.minutes_per_run, "gpus_per_run": self.gpus_per_run,
-            "gpu_hours": self.gpu_hours, "wall_hours": self.wall_hours,
+            "gpu_hours": self.gpu_hours, "run_hours": self.run_hours, "runs_at_once": self.slots,
+            "waves_overlap": self.overlap, "wall_hours": self.wall_hours,
         }
 
 
-def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> Plan:
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _gpus_text(gpus: tuple[float, ...]) -> str:
+    low, high = min(gpus), max(gpus)
+    if low == high:
+        return f"{low:g} GPU" + ("s" if low > 1 else "")
+    return f"{low:g} to {high:g} GPU each (gpus_per_run: auto)"
+
+
+def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None, slots: int | None = None) -> Plan:
+    """The plan of ``spec`` in waves of ``runs_per_wave``, ``slots`` runs at a time (default: a wave's runs)."""
     strategy = create_strategy(spec, runs_per_wave)
     strategy.check_budget(runs_per_wave)
     waves, reasons, known = [], [], set()
@@ -85,8 +128,12 @@ def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None) -> 
         aliasing = find_aliasing(design_matrix(frame, infos, max_order=2).matrix)
         estimable = tuple(t for t in aliasing.kept if t != "Intercept")
         estimability.append(Estimability(number, len(cells), estimable, dict(aliasing.dropped)))
-    return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run,
-                strategy.adaptive, strategy.name)
+    run_gpus = tuple(run_request(spec, {**spec.fixed, **cell.levels}) for cell in cells)
+    # As the driver's pipeline decides (Pipeline.lookahead): only a grid without a GPU-hour budget releases its
+    # later waves before the earlier ones end.
+    overlap = not strategy.adaptive and spec.strategy.backfill and spec.strategy.max_gpu_hours is None
+    return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run, run_gpus,
+                strategy.adaptive, strategy.name, slots or runs_per_wave, overlap)
 
 
 def median_minutes(runs: list[dict]) -> float | None:
