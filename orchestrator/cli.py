@@ -278,26 +278,19 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
            format: Annotated[ExportFormat, typer.Option("--format", help="csv or json")] = ExportFormat.csv,
            output: Annotated[Path | None, typer.Option("--output", "-o", help="File; default stdout.")] = None,
            store: StoreOpt = None) -> None:
-    """One row per run: params, status, metrics, timings, error."""
+    """One row per run: its levels and fixed params, status, metrics, timings, error (orchestrator/export.py)."""
+    from orchestrator.export import export_rows, to_csv, to_json
     from orchestrator.report import recorded_spec
     from orchestrator.store import Store
-    from orchestrator.summary import runs_frame
 
     db = Store(store, writer=False)
-    recorded_spec(db, study)
-    frame = runs_frame(db.runs(study))
-    for column in ("started_at", "finished_at"):
-        frame[column] = frame[column].map(lambda t: t.isoformat() if t is not None else None)
-    if format == "csv":
-        text = frame.to_csv(index=False)
-    else:
-        # NaN/inf are not JSON; write them as null and keep the status column to say why a metric is missing.
-        text = json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n"
+    rows = export_rows(db.runs(study), recorded_spec(db, study).get("fixed") or {})
+    text = to_csv(rows) if format == ExportFormat.csv else to_json(rows)
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text)
-        err_console.print(f"wrote {len(frame)} runs to {output}", highlight=False, soft_wrap=True, markup=False)
+        err_console.print(f"wrote {len(rows)} runs to {output}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()

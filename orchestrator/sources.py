@@ -52,7 +52,7 @@ def csv_runs(path: Path, response: str, factors: Iterable[str], log: Iterable[st
              goal: Literal["minimize", "maximize"] | None = None) -> Runs:
     if not path.is_file():
         raise WavesweepError(f"--csv: file not found: {path}")
-    frame = pd.read_csv(path)
+    frame = _export_names(pd.read_csv(path), [*factors, *log], response)
     names = list(factors)
     missing = [c for c in [*names, response] if c not in frame.columns]
     if missing:
@@ -62,6 +62,15 @@ def csv_runs(path: Path, response: str, factors: Iterable[str], log: Iterable[st
     except ValueError as exc:
         raise WavesweepError(f"--csv: {exc}") from None
     return Runs(frame, infos, response, goal, path.name, None)
+
+
+def _export_names(frame: pd.DataFrame, factors: list[str], response: str) -> pd.DataFrame:
+    """A `wavesweep export` as is: its columns ``param.<factor>`` and ``metric.<response>`` answer to the names of
+    the spec (``--factors learning_rate --response eval_loss``), so effects are named as the spec names them."""
+    renames = {f"param.{name}": name for name in factors if name not in frame.columns}
+    if response not in frame.columns:
+        renames[f"metric.{response}"] = response
+    return frame.rename(columns={old: new for old, new in renames.items() if old in frame.columns})
 
 
 def optuna_runs(storage: str, study_name: str, response: str | None = None) -> Runs:

@@ -68,7 +68,8 @@ def _clean_metrics(returned: Any, response: str) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for name, value in returned.items():
         try:
-            metrics[str(name)] = float(value)
+            # A flag stays a flag (the store keeps it as one, and exports write true/false).
+            metrics[str(name)] = value if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
             raise BadResult(f"run() returned metric {name!r} = {value!r}, which is not a number") from None
     if response not in metrics:

@@ -113,9 +113,9 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
         if p["method"] == "full" else float(wrapped["trainable"]),
         "lora_modules": float(wrapped["modules"]),
         "load_s": load_s,
-        "warm": float(reuse and cache.last_hit),
+        "warm": bool(reuse and cache.last_hit),
         "peak_mem_mb": peak_memory_mb(ctx.device),
-        "fast_kernels": float(loaded.info.fast_kernels),
+        "fast_kernels": bool(loaded.info.fast_kernels),
     }
 
 

@@ -99,7 +99,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     ``exact_match_so_far`` after every batch (step: the number of batches done). throughput returns ``tokens_per_s``
     (every generated token, all rows being the same length), ``latency_p50_s`` and ``latency_p95_s`` (per batch) and
     ``peak_mem_mb`` (see ``models.peak_memory_mb``). Both add ``load_s`` (seconds to get the model and adapter in this
-    run), ``warm`` (1.0 when the base model came from the warm cache without loading) and ``fast_kernels`` (1.0 when
+    run), ``warm`` (true when the base model came from the warm cache without loading) and ``fast_kernels`` (true when
     the fused Gated DeltaNet kernels import).
     """
     p = resolve_params(params, ctx.seed, ctx.device)
@@ -110,8 +110,8 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     return {
         **metrics,
         "load_s": opened.load_s,
-        "warm": float(opened.warm),
-        "fast_kernels": float(opened.fast_kernels),
+        "warm": bool(opened.warm),
+        "fast_kernels": bool(opened.fast_kernels),
     }
 
 

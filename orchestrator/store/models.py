@@ -38,7 +38,11 @@ def utcnow() -> datetime:
 
 # Databases disagree about NaN and infinity (PostgreSQL stores them, SQLite turns NaN into NULL, MySQL refuses
 # both), so a float that may be non-finite is stored as (value, kind) with value NULL unless kind is "finite".
-def encode_float(value: float) -> tuple[float | None, str]:
+# A flag (an experiment's True/False, such as `warm`) is stored as 1.0/0.0 with kind "true"/"false", so that it
+# reads back as a flag, not a number.
+def encode_float(value: float | bool) -> tuple[float | None, str]:
+    if isinstance(value, bool):
+        return float(value), "true" if value else "false"
     if math.isnan(value):
         return None, "nan"
     if math.isinf(value):
@@ -48,8 +52,9 @@ def encode_float(value: float) -> tuple[float | None, str]:
     return value, "finite"
 
 
-def decode_float(value: float | None, kind: str) -> float:
-    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "-0": -0.0}.get(kind, value)  # type: ignore
+def decode_float(value: float | None, kind: str) -> float | bool:
+    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "-0": -0.0, "true": True,
+            "false": False}.get(kind, value)  # type: ignore
 
 
 class Base(DeclarativeBase):
