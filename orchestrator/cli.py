@@ -102,17 +102,19 @@ def run(
     from orchestrator.driver import exit_code, has_work, run_study
     from orchestrator.executor import RayExecutor
     from orchestrator.spec import load_spec
-    from orchestrator.store import Store
+    from orchestrator.store import Store, is_new_file, resolve_url
 
     spec = load_spec(spec_path)
-    db = Store(store)
+    url = resolve_url(store)
+    # A new store file waits until the cluster is known to hold a run: a study refused there leaves no file behind.
+    db = None if is_new_file(url) else Store(url)
     study = escape(spec.study)
     # The export hint names --store only when the URL came from it: one from the environment is found there again.
     flag = _store_flag(None if store == os.environ.get("WAVESWEEP_STORE") else store)
     # A local Ray's workers inherit this process's environment; they never open the store, so the URL (and its
     # password) stays here.
     os.environ.pop("WAVESWEEP_STORE", None)
-    if not has_work(spec, db):
+    if db is not None and not has_work(spec, db):
         db.open_study(spec)  # still refuses a changed experiment/fixed params under the same name
         console.print(f"All runs of study [bold]{study}[/] are already finished in {escape(db.display_url)}; "
                       "nothing to run.", highlight=False, soft_wrap=True)
@@ -123,9 +125,11 @@ def run(
         from orchestrator.progress import StudyProgress
 
         # A study that another driver runs is refused before Ray starts (run_study takes the lease of a new one).
-        study_id = db.study_id(spec.study)
+        study_id = db.study_id(spec.study) if db is not None else None
         lease = StudyLease(db, study_id, spec.study) if study_id is not None else nullcontext()
         with lease, RayExecutor(address=ray_address, num_gpus=gpus) as executor:
+            executor.check_fits(spec)  # before the store is created (run_study checks it again for its other callers)
+            db = db or Store(url)
             outcome = run_study(spec, db, executor, StudyProgress(spec.response.metric, console))
         if outcome.ran:
             console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave, mode {outcome.mode}).",

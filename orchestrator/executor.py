@@ -22,6 +22,7 @@ from orchestrator.events import Event, Finished, Job, Progress, Retry, Started
 
 if TYPE_CHECKING:
     from orchestrator.attempts import Attempts
+    from orchestrator.packing import Node
     from orchestrator.spec import Spec
 
 __all__ = ["Event", "Finished", "Job", "Progress", "RayExecutor", "Retry", "Started"]
@@ -65,13 +66,19 @@ class RayExecutor:
 
         return dict(ray.cluster_resources())
 
-    def check_fits(self, spec: Spec) -> None:
-        """Refuse a per-run request that no node can hold (Ray would queue it forever), naming it and the capacity."""
+    def nodes(self) -> list[Node]:
+        """The cluster's alive nodes, with their GPUs and CPUs."""
         import ray
 
-        from orchestrator.packing import check_fits, largest_request, nodes_from_ray
+        from orchestrator.packing import nodes_from_ray
 
-        check_fits(largest_request(spec), spec.resources.cpus_per_run, nodes_from_ray(ray.nodes()))
+        return nodes_from_ray(ray.nodes())
+
+    def check_fits(self, spec: Spec) -> None:
+        """Refuse a per-run request that no node can hold (Ray would queue it forever), naming it and the capacity."""
+        from orchestrator.packing import check_fits, largest_request
+
+        check_fits(largest_request(spec), spec.resources.cpus_per_run, self.nodes())
 
     def slots(self, spec: Spec) -> int:
         """Runs that fit at once: GPUs / GPUs per run (the mean share with ``gpus_per_run: auto``), or CPUs /

@@ -61,6 +61,16 @@ def no_store(url: str) -> StoreError:
                       "/ set WAVESWEEP_STORE to the store it wrote")
 
 
+def is_new_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet: a writer opening it would create it."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return False  # make_engine says what is wrong with it
+    return (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).expanduser().exists())
+
+
 def make_engine(url: str, *, writer: bool = True) -> Engine:
     """An engine on ``url``. A reader's (``writer=False``) never creates a file or writes: SQLite opens an existing
     file only, with ``query_only``; PostgreSQL runs every transaction read-only."""
