@@ -254,7 +254,7 @@ def _bad_fields(errors: list[dict[str, Any]]) -> set[str]:
     bad = set()
     for err in errors:
         loc = err["loc"]
-        bad.add(f"factors.{loc[1]}" if loc[0] == "factors" and len(loc) > 2 else str(loc[0]))
+        bad.add(f"factors.{loc[1]}" if loc[0] == "factors" and len(loc) > 1 else str(loc[0]))
     return bad
 
 
