@@ -34,7 +34,7 @@ class StudyProgress:
         self.running: dict[int, int] = {}
 
     def wave_started(self, number: int, cells: list, reason: str) -> None:
-        self._print(f"[bold]Wave {number}[/]: {len(cells)} runs ({escape(reason)})")
+        self._print(f"[bold]Wave {number}[/]: {len(cells)} runs ({escape(reason)}){self._overlap()}")
         if self.progress is None:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=self.console)
@@ -74,7 +74,7 @@ class StudyProgress:
             for cell in cells:
                 self.wave_of[cell.key] = number
                 self.levels[cell.key] = _words(cell) + " (backfill)"
-            self.progress.update(self.tasks[number], total=self.progress.tasks[self.tasks[number]].total + len(cells))
+            self.progress.update(self.tasks[number], total=self._task(number).total + len(cells))
 
     def deadline_passed(self, number: int, running: int, limit_s: float) -> None:
         self._print(f"Wave {number}: deadline passed ({limit_s:.3g} s); the next wave is designed from its finished "
@@ -84,10 +84,30 @@ class StudyProgress:
         task = self.tasks.pop(number, None)
         if task is not None:
             self.progress.remove_task(task)
-            self._print(f"Wave {number} finished")
+            # Waves overlap, so a later wave can end first: say so, or "Wave 2 finished" before "Wave 1
+            # finished" reads as a bug.
+            earlier = [n for n in sorted(self.tasks) if n < number]
+            self._print(f"Wave {number} finished" + (f", before {self._still_open(earlier)}" if earlier else ""))
         if not self.tasks and self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def _overlap(self) -> str:
+        """For a wave that starts while others are open: which ones run on beside it."""
+        return f"; starts while {self._still_open(sorted(self.tasks))}" if self.tasks else ""
+
+    def _still_open(self, numbers: list[int]) -> str:
+        left = [f"wave {n} ({self._left(n)} runs to go)" for n in numbers]
+        return ", ".join(left) + (" runs" if len(left) == 1 else " run") + " on (waves overlap)"
+
+    def _left(self, number: int) -> int:
+        task = self._task(number)
+        return int(task.total - task.completed)
+
+    def _task(self, number: int):
+        """The wave's Rich task. ``Progress.tasks`` is a list in which a removed task's successors move up, so a
+        task id is not an index into it once a wave has finished."""
+        return next(task for task in self.progress.tasks if task.id == self.tasks[number])
 
     def _print(self, text: str) -> None:
         """``text`` is markup: user strings in it (levels, reasons, errors) are escaped by the caller."""
