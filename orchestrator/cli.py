@@ -401,22 +401,45 @@ def _best_value(runs: list[dict], metric: str, goal: str) -> str:
     return "-" if best.empty else f"{metric}={best['mean'].iloc[0]:.4g}"
 
 
-def _print_best(runs: list[dict], metric: str, goal: str) -> None:
-    from orchestrator.summary import best_cells
+def _print_best(runs: list[dict], metric: str, goal: str, top: int = 5) -> None:
+    from orchestrator.summary import TIE_RULE, best_cells, tied_with_best
 
-    best = best_cells(runs, metric, goal)
-    if best.empty:
+    every = best_cells(runs, metric, goal, top=len(runs))
+    if every.empty:
         console.print(f"No COMPLETE run has {metric!r} yet.", highlight=False, soft_wrap=True, markup=False)
         return
+    best = every.head(top)
     factors = [c for c in best.columns if c.startswith("param.")]
     title = f"Best cells by mean {metric} ({'lowest' if goal == 'minimize' else 'highest'} first)"
     rows = [(*[str(row[c]) for c in factors], f"{row['mean']:.4g}",
-             "-" if row["std"] != row["std"] else f"{row['std']:.4g}", str(row["n"])) for _, row in best.iterrows()]
-    console.print(table((*[c.removeprefix("param.") for c in factors], f"mean {metric}", "std", "seeds"), rows,
-                        title=title))
+             "-" if row["std"] != row["std"] else f"{row['std']:.4g}", str(row["n"]), _vs_best(row))
+            for _, row in best.iterrows()]
+    console.print(table((*[c.removeprefix("param.") for c in factors], f"mean {metric}", "std", "seeds",
+                         "vs best"), rows, title=title))
+
+    def config(row) -> str:
+        return ", ".join(f"{c.removeprefix('param.')}={row[c]}" for c in factors)
+
     first = best.iloc[0]
-    config = ", ".join(f"{c.removeprefix('param.')}={first[c]}" for c in factors)
-    console.print(f"Best configuration: {config} ({metric} = {first['mean']:.4g})", highlight=False, soft_wrap=True,
-                  markup=False)
+    console.print(f"Best configuration: {config(first)} ({metric} = {first['mean']:.4g})", highlight=False,
+                  soft_wrap=True, markup=False)
+    tied, unknown = tied_with_best(every)
+    if len(tied):
+        console.print(f"Not distinguishable from it ({len(tied)} cell(s)): "
+                      + "; ".join(f"{config(row)} ({metric} = {row['mean']:.6g}, p = {row['p_vs_best']:.2g})"
+                                  for _, row in tied.iterrows()), highlight=False, soft_wrap=True, markup=False)
+    elif first["n"] >= 2:
+        console.print("Every other cell with 2 or more seeds is distinguishable from it.", highlight=False)
+    if first["n"] < 2:
+        console.print("The best cell has one seed: which cells are within the noise of it cannot be told.",
+                      highlight=False)
+    elif len(unknown):
+        console.print(f"{len(unknown)} cell(s) with one seed cannot be told from it.", highlight=False)
+    console.print(f"Rule: {TIE_RULE}.", highlight=False, soft_wrap=True, markup=False)
 
 
+def _vs_best(row) -> str:
+    """The table's "vs best" cell: the comparison's verdict and p-value."""
+    if row["vs_best"] in ("best", "unknown"):
+        return "-" if row["vs_best"] == "unknown" else "best"
+    return f"{row['vs_best']} (p={row['p_vs_best']:.2g})"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.report import recorded_spec, wave_kind, wave_split
-from orchestrator.summary import best_cells
+from orchestrator.summary import TIE_RULE, best_cells
 
 
 def studies_status(db) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def study_status(db, study: str, now: datetime) -> dict[str, Any]:
         "retried": [{"run_id": r["run_id"], "status": r["status"], "attempts": r["attempts"],
                      "earlier": [a.get("error_kind") for a in logs.get(r["cell_key"], [])[:-1] if "status" in a]}
                     for r in retried],
-        "best": _best(runs, metric, goal),
+        "best": _best(runs, metric, goal), "best_tie_rule": TIE_RULE,
     }
 
 
@@ -71,7 +71,8 @@ def _best(runs: list[dict[str, Any]], metric: str, goal: str) -> list[dict[str, 
     best = best_cells(runs, metric, goal)
     factors = [c for c in best.columns if c.startswith("param.")]
     return [{"params": {c.removeprefix("param."): row[c] for c in factors}, "mean": float(row["mean"]),
-             "std": None if row["std"] != row["std"] else float(row["std"]), "seeds": int(row["n"])}
+             "std": None if row["std"] != row["std"] else float(row["std"]), "seeds": int(row["n"]),
+             "vs_best": row["vs_best"], "p_vs_best": None if row["p_vs_best"] != row["p_vs_best"] else float(row["p_vs_best"])}
             for _, row in best.iterrows()]
 
 
