@@ -201,3 +201,55 @@ def test_the_driver_leaves_a_job_runtime_env_pythonpath_alone(monkeypatch, tmp_p
     job["runtime_env"]["env_vars"]["PYTHONPATH"] = "/opt/lib"
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     assert _runtime_env() is None
+
+
+# --- issue #13, point 12 --------------------------------------------------------------------------------------------
+
+def test_rayjob_bounds_the_time_its_gpus_are_held(rayjob):
+    spec = rayjob["spec"]
+    assert spec["submissionMode"] == "K8sJobMode"
+    assert 0 < spec["activeDeadlineSeconds"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] <= 60
+
+
+def test_rayjob_submitter_does_not_pull_the_gpu_image(rayjob):
+    spec = rayjob["spec"]
+    submitter = spec["submitterPodTemplate"]["spec"]["containers"][0]["image"]
+    images = {c["image"] for c in _all_containers(spec["rayClusterSpec"])}
+    assert submitter not in images and submitter.endswith("wavesweep-submitter:TAG")
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:[\d.]+-slim AS submitter$", dockerfile, re.MULTILINE)
+    # The submitter uploads the job's working_dir, so its image holds the repo there.
+    assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"] == "/home/ray/wavesweep"
+    assert dockerfile.count("WORKDIR /home/ray/wavesweep") == 2
+
+
+def test_rayjob_head_and_workers_have_shared_memory(rayjob):
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]]
+    pods += [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_readme_port_forwards_the_cluster_kuberay_named():
+    """KubeRay names the RayCluster <rayjob>-<random suffix>: the head service is read from the RayJob's status."""
+    text = (CLUSTER / "README.md").read_text()
+    assert "svc/wavesweep-lora-sweep-head-svc" not in text
+    assert "{.status.rayClusterName}" in text and '"svc/$CLUSTER-head-svc"' in text
+
+
+def test_dockerfile_states_cuda_and_fails_when_a_kernel_fails():
+    text = (CLUSTER / "Dockerfile").read_text()
+    assert re.search(r"^ARG CUDA_VERSION=\d+\.\d+$", text, re.MULTILINE)
+    assert "download.pytorch.org/whl/cu" in text and "torch.version.cuda" in text
+    assert re.search(r'^ENV TORCH_CUDA_ARCH_LIST="9\.0"$', text, re.MULTILINE)  # H100
+    assert "||" not in text  # no fallback that hides a failed kernel build
+
+
+def test_launcher_pins_the_ami(launcher):
+    ids = {t["node_config"]["ImageId"] for t in launcher["available_node_types"].values()}
+    assert ids == {"ami-PINNED"}  # one placeholder for the ID of the day, not ".../latest/ami-id"
+    assert "latest/ami-id" in (CLUSTER / "ray-cluster.yaml").read_text()  # the command that prints it
