@@ -4,7 +4,7 @@ Why a second estimate next to the designed fit: an adaptive study spends one des
 16-run fraction of 7 factors is saturated, its two-factor interactions aliased in chains) and hands the rest to a
 model, whose points are no design. Those points still measure the response where they lie, so a regression on all
 runs, with a model rich enough for an interior optimum, sees far more of the interactions than the screen alone
-(measured in docs/benchmarks.md: interaction recall 0.87 against 0.07 on ``llm_finetune``).
+(measured in docs/benchmarks.md: interaction recall 0.73 against 0.07 on ``llm_finetune``).
 
 The model (:mod:`orchestrator.analysis.coding`, ``curved_pairs=False``): main effects, a quadratic for each numeric
 factor with 3+ distinct values, and every two-factor interaction, each factor coded over the range its runs span

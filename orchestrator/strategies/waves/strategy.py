@@ -39,9 +39,9 @@ from orchestrator.wave_kinds import is_designed
 DEFAULT_MAX_WAVES = 6
 DE_ALIAS = {"fold_over", "augmentation"}  # the designs of the (one) de-alias wave
 # A de-alias wave runs only if at least this many waves are left for the model after it. With 2 (a four-wave study
-# de-aliasing at wave 2), bench/search_quality.py measured the lost model wave: llm_finetune regret 0.036 against
-# 0.026 without it, hartmann6 0.29 against 0.22, for designed-fit interaction recall 0.23 against 0.07 on
-# llm_finetune, while the surface fit over all 64 runs recalls 0.87 without it.
+# de-aliasing at wave 2), the lost model wave cost llm_finetune regret 0.036 against 0.026 (same seeds) and
+# hartmann6 0.29 against 0.15 (two bench runs), for designed-fit interaction recall 0.23 against 0.07 on
+# llm_finetune, while the surface fit over all 64 runs recalls 0.73-0.87 without it (two seed sets).
 MODEL_WAVES_AFTER = 3
 
 
