@@ -105,13 +105,15 @@ def test_rayjob_store_url_and_token_come_from_secrets(rayjob):
     store = _env(head)["WAVESWEEP_STORE"]
     assert "value" not in store
     assert store["valueFrom"]["secretKeyRef"] == {"name": "wavesweep-store", "key": "url"}
-    containers = [head, spec["submitterPodTemplate"]["spec"]["containers"][0]]
-    containers += [g["template"]["spec"]["containers"][0] for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
-    for container in containers:
-        env = _env(container)
-        assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "wavesweep-ray-auth"
-        assert container is head or "WAVESWEEP_STORE" not in env  # only the driver's pod opens the store
+    # KubeRay's authOptions sets the token on every Ray container from our Secret; the submitter sets its own.
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": "wavesweep-ray-auth"}
+    submitter = _env(spec["submitterPodTemplate"]["spec"]["containers"][0])
+    assert submitter["RAY_AUTH_MODE"]["value"] == "token"
+    assert submitter["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "wavesweep-ray-auth"
+    workers = [g["template"]["spec"]["containers"][0] for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
+    for container in [head, *workers]:
+        assert "RAY_AUTH_TOKEN" not in _env(container)  # authOptions' job: set twice, the two could disagree
+        assert container is head or "WAVESWEEP_STORE" not in _env(container)  # only the driver's pod opens it
     # KubeRay puts the entrypoint and the runtime env on the submitter's command line: neither may hold the URL.
     assert "--store" not in spec["entrypoint"] and "$" not in spec["entrypoint"]
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
