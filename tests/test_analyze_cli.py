@@ -77,17 +77,18 @@ def test_analyze_an_exported_csv_gives_the_same_estimates(study):
     assert estimates == pytest.approx({t["term"]: t["estimate"] for t in from_store["terms"]}, abs=1e-12)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["analyze"], "give one source of runs: a STUDY in the store, --csv FILE"),
-    (["analyze", "effects", "--method", "magic"], "--method: must be one of auto, ols, fanova; got 'magic'"),
-    (["analyze", "--optuna-storage", "sqlite:///x.db"], "--optuna-storage needs --optuna-study NAME"),
-    (["analyze", "--csv", "nope.csv", "--response", "y", "--factors", "a"], "--csv: file not found"),
-    (["analyze", "effects", "--format", "xml"], "--format: must be table, json or csv; got 'xml'"),
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["analyze"], 1, "give one source of runs: a STUDY in the store, --csv FILE"),
+    # A value outside an option's choices is a usage error (exit 2) that lists them.
+    (["analyze", "effects", "--method", "magic"], 2, "'magic' is not one of 'auto', 'ols', 'fanova', 'surface'"),
+    (["analyze", "--optuna-storage", "sqlite:///x.db"], 1, "--optuna-storage needs --optuna-study NAME"),
+    (["analyze", "--csv", "nope.csv", "--response", "y", "--factors", "a"], 1, "--csv: file not found"),
+    (["analyze", "effects", "--format", "xml"], 2, "'xml' is not one of 'table', 'json', 'csv'"),
 ])
-def test_analyze_usage_errors(study, args, message):
+def test_analyze_usage_errors(study, args, code, message):
     url, _ = study
     out = wavesweep(*args, "--store", url)
-    assert out.returncode == 1 and message in out.stderr
+    assert out.returncode == code and message in out.stderr, out.stderr
 
 
 def test_analyze_an_optuna_study_by_variance_decomposition(tmp_path):
@@ -152,7 +153,8 @@ def test_plan_of_the_demo_shows_waves_aliasing_and_cost(tmp_path):
     assert ("After wave 2 (16 runs): estimable: learning_rate, warmup_ratio, weight_decay, learning_rate:warmup_ratio, "
             "learning_rate:weight_decay, warmup_ratio:weight_decay") in out.stdout
     assert "16 runs in 2 waves of at most 8." in out.stdout
-    assert "Cost: 1.60 GPU-hours at 6.00 min per run x 1 GPU; about 0.20 h of wall clock" in out.stdout
+    assert "Cost: 1.60 GPU-hours at 6.00 min per run x 1 GPU (1.60 run-hours on a cluster without GPUs)" in out.stdout
+    assert "about 0.20 h of wall clock with 8 runs at once (waves overlap" in out.stdout
     assert not (tmp_path / "none.db").exists()  # planning writes nothing
 
 

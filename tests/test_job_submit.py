@@ -44,7 +44,9 @@ BAD_MESSAGE = "factors.y.levels[1]: must be > 0 for scale log; got -0.001"
 def readme_commands() -> list[list[str]]:
     """The commands of the ```bash blocks of cluster/README.md, split as the shell would (comments dropped)."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    return [shlex.split(line, comments=True) for block in blocks for line in block.splitlines() if line.strip()]
+    # A trailing backslash continues a command on the next line, as in the shell.
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [shlex.split(line, comments=True) for line in lines if line.strip()]
 
 
 def readme_submit(spec: str) -> list[str]:
