@@ -110,21 +110,30 @@ def _empty(study: Study, factors: dict) -> pd.DataFrame:
 def decompose_all(study: Study, alpha: float = 0.05, seed: int = 0) -> Decomposition:
     """The random-forest decomposition of every run, proposed waves' included: it is made for points no design
     placed. Seconds, not milliseconds (1 + 100 bootstrap + 2 x 99 permutation forests), so only on demand."""
-    runs = study.runs
-    described = study.split.all_runs()
-    factors, _ = _varying(study, runs)
-    if study.response not in runs or not _any_result(runs, study):
-        return Decomposition(described, None, f"no COMPLETE run with {study.metric!r} yet")
-    if not factors:
-        return Decomposition(described, None, "no factor varies among these runs")
-    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]]
-    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    described, factors, frame, error = _every_run(study)
+    if error:
+        return Decomposition(described, None, error)
     try:
         with threadpool_limits(limits=1, user_api="blas"):  # as in fit(): spare the study's own workers
             result = decompose(frame, factors, study.metric, alpha=alpha, seed=seed)
     except ValueError as exc:
         return Decomposition(described, None, f"cannot decompose these runs yet: {exc}")
     return Decomposition(described, result, None)
+
+
+def _every_run(study: Study) -> tuple[str, dict[str, FactorInfo], pd.DataFrame | None, str | None]:
+    """Every run as the analysis takes it (the varying factors, the response named as the metric, status), which
+    runs those are in words, and why there is nothing to analyse yet (None when there is)."""
+    runs = study.runs
+    described = study.split.all_runs()
+    factors, _ = _varying(study, runs)
+    if study.response not in runs or not _any_result(runs, study):
+        return described, factors, None, f"no COMPLETE run with {study.metric!r} yet"
+    if not factors:
+        return described, factors, None, "no factor varies among these runs"
+    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]]
+    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    return described, factors, frame, None
 
 
 @dataclass(frozen=True)
@@ -138,15 +147,9 @@ def surface_all(study: Study, alpha: float = 0.05) -> SurfaceFit:
     """The second-order response surface by OLS over every run, proposed waves' included
     (:func:`orchestrator.analysis.fit_surface`): the interactions the saturated screen cannot separate. Milliseconds,
     so shown with the effects, not on demand."""
-    runs = study.runs
-    described = study.split.all_runs()
-    factors, _ = _varying(study, runs)
-    if study.response not in runs or not _any_result(runs, study):
-        return SurfaceFit(described, None, f"no COMPLETE run with {study.metric!r} yet")
-    if not factors:
-        return SurfaceFit(described, None, "no factor varies among these runs")
-    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]]
-    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    described, factors, frame, error = _every_run(study)
+    if error:
+        return SurfaceFit(described, None, error)
     try:
         with threadpool_limits(limits=1, user_api="blas"):  # as in fit(): spare the study's own workers
             result = fit_surface(frame, factors, study.metric, alpha=alpha)
