@@ -428,7 +428,8 @@ def reported_by_fanova(surface: Surface, points: list[dict], values: list[float]
     frame = pd.DataFrame(points).assign(y=values)
     infos = {n: FactorInfo(tuple(sorted(frame[n].unique())), box.scale)
              for n, box in surface.factors.items() if frame[n].nunique() >= 2}
-    result = decompose(frame, infos, "y", seed=seed, n_bootstrap=bootstrap, n_permutations=permutations)
+    result = decompose(frame, infos, "y", seed=seed, n_bootstrap=bootstrap, n_permutations=permutations,
+                       look_ahead=False)  # the pairs are scored; the mains' look-ahead would only cost time
     return frozenset(frozenset(_pair(t.term)) for t in result.terms if t.kind == "pair" and t.verdict == "interaction")
 
 

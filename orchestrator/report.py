@@ -270,6 +270,9 @@ def print_decomposition(console: Console, result: FanovaResult, title: str) -> N
                   f"{result.n_permutations} permutations at level {1 - result.alpha:g} (mains: permuted response; "
                   "pairs: permuted residuals of an additive fit). Under its floor a term is inconclusive, not absent. "
                   f"Higher order and unidentifiable: {100 * result.rest_share:.1f}%.", highlight=False, soft_wrap=True)
+    for term in order:
+        if term.kind == "main" and term.verdict == "inconclusive" and term.note:
+            console.print(f"{term.term} inconclusive: {term.note}", highlight=False, soft_wrap=True, markup=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
 

@@ -118,6 +118,8 @@ def test_analyze_an_optuna_study_by_variance_decomposition(tmp_path):
     table = wavesweep("analyze", "--optuna-storage", url, "--optuna-study", "rs")
     assert table.returncode == 0 and "Variance decomposition of value in Optuna study rs (minimize)" in table.stdout
     assert "Under its floor a term is inconclusive, not absent" in table.stdout
+    x4 = next(t for t in result["terms"] if t["term"] == "x4")
+    assert "x4 inconclusive: " + x4["note"][:40] in " ".join(table.stdout.split())
 
 
 def test_analyze_a_csv_gives_a_checked_reparametrisation_hint(tmp_path):

@@ -16,7 +16,7 @@ from orchestrator.analysis.fanova import decompose
 from orchestrator.analysis.forest_marginals import fit_forest, forest_shares, tree_components
 
 # Cheap settings for the rate tests: 20 permutations is the fewest for which p can fall below 0.05 (p = 1/21).
-FAST = {"n_trees": 16, "n_bootstrap": 0, "n_permutations": 20}
+FAST = {"n_trees": 16, "n_bootstrap": 0, "n_permutations": 20, "look_ahead": False}
 
 
 def uniform_runs(seed: int, n: int = 80, k: int = 5, surface: str = "noise") -> tuple[pd.DataFrame, dict]:
@@ -110,6 +110,32 @@ def test_pure_noise_is_mostly_inconclusive():
     # Two family-wise tests at 0.05: at most ~10% expected. Measured here: 1 of 20; with the defaults 6 of 60
     # (a main in 5, a pair in 1).
     assert with_calls <= 3, with_calls
+
+
+def test_an_inconclusive_main_says_how_many_runs_would_decide_it():
+    """The look-ahead simulates the runs' own additive effects and noise at more runs; run that many new runs of the
+    same process and the main is called. A factor with no effect is not given a count."""
+    def runs(seed, n):
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(-1, 1, (n, 5))
+        df = pd.DataFrame(x, columns=[f"x{i + 1}" for i in range(5)]).assign(y=0.8 * x[:, 0] + rng.normal(size=n))
+        return df, infer_factors(df, list(df.columns[:5]))
+
+    cheap = {"n_trees": 16, "n_bootstrap": 0, "n_permutations": 20}
+    df, factors = runs(0, 30)
+    result = decompose(df, factors, "y", seed=0, **cheap)
+    x1 = result.term("x1")
+    assert x1.verdict == "inconclusive" and x1.share < result.floor_main
+    assert x1.runs_to_decide in (45, 60, 90, 120), x1
+    assert x1.note.startswith(f"about {x1.runs_to_decide} runs in all ({x1.runs_to_decide - 30} more)")
+    inert = [t for t in result.terms if t.kind == "main" and t.term != "x1"]
+    assert sum(t.runs_to_decide is None for t in inert) >= 3, inert
+    assert all("not called in most simulations" in t.note for t in inert if t.runs_to_decide is None)
+
+    more, _ = runs(50, x1.runs_to_decide)
+    later = decompose(more, factors, "y", seed=0, look_ahead=False, **cheap)
+    assert later.term("x1").verdict == "effect", later.term("x1")
+    assert decompose(df, factors, "y", seed=0, look_ahead=False, **cheap).term("x1").runs_to_decide is None
 
 
 # --- 5. greedy paths ----------------------------------------------------------------------------------------------

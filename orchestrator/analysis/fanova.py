@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import combinations
 from typing import Any, Literal
 
@@ -40,6 +40,9 @@ class FanovaTerm:
     floor: float  # shares above it are called an effect / interaction (p_value < alpha)
     verdict: Literal["effect", "interaction", "inconclusive", "not identifiable"]
     note: str
+    # An inconclusive main: the smallest run count of the look-ahead ladder at which the main floor falls under its
+    # share (None: decided, a pair, or not within the ladder; ``note`` says which).
+    runs_to_decide: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def decompose(
     alpha: float = 0.05,
     seed: int = 0,
     diverged_value: float | None = None,
+    look_ahead: bool = True,
 ) -> FanovaResult:
     """Shares of the response's variance per factor and per pair of factors, for runs at arbitrary points.
 
@@ -141,6 +145,18 @@ def decompose(
     otherwise "inconclusive". A pair whose interaction the runs cannot separate from the main effects of all
     factors on the grid (e.g. a one-factor-at-a-time greedy path, where the two factors never vary jointly) is
     "not identifiable", with the reason in ``note``: the forest would still report some share for it, made up.
+
+    How many runs would decide an inconclusive main (``look_ahead``), a power simulation: the additive model the runs
+    show (a quadratic in each ordered factor's level code, one mean per level of a
+    categorical or of a factor with three levels or fewer) plus their residual noise generates new runs, with each factor's levels
+    drawn as the runs have them, at 1.5, 2, 3 and 4 times the run count; at each count the main floor is remeasured
+    on permuted responses and the term is decided where most of ``LOOK_AHEAD_DRAWS`` simulated data sets put its
+    share above that floor. Both move with the run count: the floor falls (6 factors, noise only: ~0.49 at 24 runs,
+    0.35 at 48, 0.17 at 96, 0.12 at 192), and so does a real effect's share, as the forest fits more of the noise
+    (0.42 at 24 and 48 runs, 0.25 at 96 for one effect), so the share seen now is not carried forward. The
+    simulation leaves out interactions (they count as noise) and treats the fitted effects as true, so read the count
+    as a rough guide. Cost: 4 x (LOOK_AHEAD_PERMUTATIONS + LOOK_AHEAD_DRAWS) forests at the larger counts at most,
+    only when a main is inconclusive.
 
     Undesigned runs are observational: a factor correlated with an active one in the runs (a sampler that moved
     both together) can borrow its share; the tests say "associated", not "caused".
@@ -207,6 +223,9 @@ def decompose(
         terms.append(_term(term, "pair", pair[i, j], [b[i, j] for b in boot_pair], null_pair, alpha,
                            None if len(null_pair) else "no pair floor (see notes)"))
 
+    if look_ahead and len(null_main):
+        terms = _look_ahead(terms, grid, y, n_trees, alpha, np.random.default_rng(seed + 1))
+
     rest = 1.0 - float(main.sum()) - sum(float(pair[i, j]) for i, j in testable)
     hidden = sum(float(pair[i, j]) for i, j in pairs if reasons[(i, j)] is not None)
     if hidden > 0:
@@ -226,6 +245,72 @@ def decompose(
         n_trees=n_trees, n_bootstrap=n_bootstrap, n_permutations=n_permutations, bins=grid.bins,
         notes=tuple(notes),
     )
+
+
+LOOK_AHEAD = (1.5, 2, 3, 4)  # run counts, as multiples of the runs used, at which the test is simulated
+LOOK_AHEAD_PERMUTATIONS = 39  # the fewest that reach alpha 0.05: the floor is the largest null share
+LOOK_AHEAD_DRAWS = 8  # simulated data sets per run count; a term is decided where most of them call it
+
+
+def _look_ahead(terms: list[FanovaTerm], grid, y: np.ndarray, n_trees: int, alpha: float,
+                rng: np.random.Generator) -> list[FanovaTerm]:
+    """Each inconclusive main with its ``runs_to_decide`` and a note (see :func:`decompose`)."""
+    k = len(grid.names)
+    waiting = [i for i in range(k) if terms[i].verdict == "inconclusive"]
+    if not waiting:
+        return terms
+    # The additive model the runs show, smooth so that it does not fit the noise: a quadratic in the level code for
+    # an ordered factor of four or more levels, one mean per level otherwise.
+    def indicators(codes):
+        columns = [np.ones(len(codes))]
+        for f in range(k):
+            levels = grid.n_levels[f]
+            if grid.categorical[f] or levels <= 3:
+                columns += [(codes[:, f] == v).astype(float) for v in range(1, levels)]
+            else:
+                c = codes[:, f] / (levels - 1) - 0.5
+                columns += [c, c * c]
+        return np.column_stack(columns)
+    beta, *_ = np.linalg.lstsq(indicators(grid.codes), y, rcond=None)
+    resid = y - indicators(grid.codes) @ beta
+    rank = np.linalg.matrix_rank(indicators(grid.codes))
+    if len(y) - rank < 2:
+        return [replace(t, note="no look-ahead: the additive model leaves under 2 residual degrees of freedom")
+                if i in waiting else t for i, t in enumerate(terms)]
+    resid = resid * math.sqrt(len(y) / (len(y) - rank))
+    permutations = max(LOOK_AHEAD_PERMUTATIONS, math.floor(1 / alpha - 1 + 1e-9) + 1)
+
+    def draw(n):  # new runs: each factor's levels drawn as the runs have them, independently of the others
+        return np.column_stack([grid.codes[rng.integers(0, len(y), n), f] for f in range(k)])
+
+    def mains(codes, target):
+        forest = fit_forest(codes, target, grid.categorical, n_trees=n_trees, seed=int(rng.integers(2**31)))
+        return forest_shares(forest, grid.n_levels)[0]
+
+    decided: dict[int, int] = {}
+    for multiple in LOOK_AHEAD:
+        n = math.ceil(multiple * len(y))
+        floor = _floor(np.array([mains(draw(n), rng.permutation(y)[rng.integers(0, len(y), n)]).max()
+                                 for _ in range(permutations)]), alpha)
+        calls = np.zeros(k)
+        for _ in range(LOOK_AHEAD_DRAWS):
+            codes = draw(n)
+            calls += mains(codes, indicators(codes) @ beta + resid[rng.integers(0, len(y), n)]) > floor
+        decided |= {i: n for i in waiting if i not in decided and calls[i] > LOOK_AHEAD_DRAWS / 2}
+        if len(decided) == len(waiting):
+            break
+    last = math.ceil(LOOK_AHEAD[-1] * len(y))
+    out = list(terms)
+    for i in waiting:
+        if i in decided:
+            n = decided[i]
+            note = (f"about {n} runs in all ({n - len(y)} more) would call it in most simulations with the additive "
+                    "effects and noise these runs show")
+        else:
+            n, note = None, (f"not called in most simulations even at {last} runs ({LOOK_AHEAD[-1]:g} x these) with "
+                             "the additive effects and noise these runs show: too weak to call from runs like these")
+        out[i] = replace(terms[i], runs_to_decide=n, note=note)
+    return out
 
 
 def _check_options(n_trees: int, n_bootstrap: int, n_permutations: int, max_bins: int, alpha: float) -> None:

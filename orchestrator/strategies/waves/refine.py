@@ -28,6 +28,8 @@ RAW_SAMPLES = 1024
 RESTARTS = 10
 # The model-based stop: the whole next batch is expected to gain less than this share of the noise SD.
 STOP_SHARE = 0.1
+# The GP's prior mean: "worst" pins it at the worst standardised observation, "fitted" lets the fit choose it.
+PRIOR_MEAN = "fitted"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ def propose(x: np.ndarray, y: np.ndarray, *, maximize: bool, q: int, seed: int) 
     from botorch.models.transforms.outcome import Standardize
     from botorch.optim import optimize_acqf
     from botorch.sampling import SobolQMCNormalSampler
+    from gpytorch.means import ConstantMean
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
     d = x.shape[1]
@@ -55,7 +58,10 @@ def propose(x: np.ndarray, y: np.ndarray, *, maximize: bool, q: int, seed: int) 
     torch.manual_seed(seed)
     train_x = torch.tensor(x, dtype=torch.float64)
     train_y = torch.tensor(sign * y, dtype=torch.float64).unsqueeze(-1)
-    model = SingleTaskGP(train_x, train_y, outcome_transform=Standardize(m=1))
+    model = SingleTaskGP(train_x, train_y, outcome_transform=Standardize(m=1), mean_module=ConstantMean())
+    if PRIOR_MEAN == "worst":
+        model.mean_module.constant = float(model.train_targets.min())
+        model.mean_module.raw_constant.requires_grad_(False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fit retries and numerical jitter notes: the fit is still usable
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
