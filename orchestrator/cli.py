@@ -101,10 +101,15 @@ def run(
     Exits 0 when the study has a COMPLETE run, 3 when it ended with none (every run failed), 1 on an error."""
     from orchestrator.driver import exit_code, has_work, run_study
     from orchestrator.executor import RayExecutor
+    from orchestrator.extras import require
     from orchestrator.spec import load_spec
     from orchestrator.store import Store, is_new_file, resolve_url
+    from orchestrator.strategies import STRATEGIES
 
     spec = load_spec(spec_path)
+    if spec.strategy.mode != "auto":  # auto is resolved under Ray, and run_study checks it there
+        for extra in STRATEGIES[spec.strategy.mode].extras:
+            require(extra)  # before Ray starts or any file is written
     url = resolve_url(store)
     # A new store file waits until the cluster is known to hold a run: a study refused there leaves no file behind.
     db = None if is_new_file(url) else Store(url)
@@ -344,8 +349,10 @@ def dashboard(
     import os
 
     import dashboard as package
+    from orchestrator.extras import require
     from orchestrator.store.engine import mask, resolve_url
 
+    require("dashboard")
     url = resolve_url(store)
     app_path = Path(package.__file__).parent / "app.py"
     console.print(f"Dashboard of {mask(url)} at http://{address}:{port} (Ctrl-C stops it).", highlight=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from orchestrator.extras import require
 from orchestrator.lease import StudyLease
 from orchestrator.pipeline import Pipeline
 from orchestrator.references import resolve_all
@@ -52,6 +53,8 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     executor.check_fits(spec)  # in seconds, before anything is written: a run cannot span nodes
     runs_per_wave = wave_size(spec, executor.slots(spec))
     strategy = create_strategy(spec, runs_per_wave)
+    for extra in strategy.extras:
+        require(extra)  # `auto` may have resolved to a mode whose extra is missing: refuse before any write
     # Both before the first write: a plan over budget or a dangling store reference stores nothing.
     strategy.check_budget(runs_per_wave)
     resolved = resolve_all(spec, store)

@@ -282,8 +282,10 @@ def import_experiment(target: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
-        raise SpecError([("experiment", f"module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})",
-                          target)]) from None
+        from orchestrator.extras import hint
+
+        raise SpecError([("experiment", f"module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})"
+                          + hint(exc), target)]) from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise SpecError([("experiment", f"module {module_name!r} has no function {func_name!r}", target)])

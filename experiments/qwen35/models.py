@@ -63,7 +63,7 @@ DTYPES: dict[str, torch.dtype] = {
 }
 SLOW_KERNELS_WARNING = (
     "the fused Gated DeltaNet kernels (flash-linear-attention `fla`, `causal_conv1d`) do not import, so Qwen3.5 runs "
-    "transformers' reference PyTorch implementation: Qwen3.5 trains ~2x slower without them. Install "
+    "transformers' reference PyTorch implementation, which is slower (by how much on GPU is not measured here). Install "
     "flash-linear-attention and causal-conv1d built for this torch and CUDA."
 )
 # Names in the checkpoint-load report that mean a config/weights mismatch; shown up to this many.

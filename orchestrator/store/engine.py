@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import SchemaOutOfDate, StoreError
+from orchestrator.extras import require
 
 DEFAULT_STORE = "sqlite:///wavesweep.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -82,6 +83,8 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
     if parsed.host and "@" in parsed.host:
         raise StoreError(f"store URL {mask(url)!r}: its password holds an '@' that is not escaped; write it as %40 "
                          "(and ':' as %3A, '/' as %2F), or pass the URL in WAVESWEEP_STORE")
+    if parsed.get_backend_name() == "postgresql":
+        require("postgres")
     if parsed.get_backend_name() != "sqlite":
         connect_args = {}
         if not writer and parsed.get_backend_name() == "postgresql":

@@ -62,6 +62,7 @@ class Strategy(ABC):
     adaptive = False
     name = "strategy"
     runs_per_wave: int | None = None  # the wave size it was built for (create_strategy), None when built directly
+    extras: tuple[str, ...] = ()  # the install extras it needs (orchestrator/extras.py), checked before a run
 
     def __init__(self, spec: Spec):
         self.spec = spec

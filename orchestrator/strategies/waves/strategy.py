@@ -48,6 +48,7 @@ MODEL_WAVES_AFTER = 3
 class Waves(Strategy):
     name = "waves"
     adaptive = True
+    extras = ("search",)
 
     def __init__(self, spec):
         super().__init__(spec)
