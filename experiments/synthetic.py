@@ -12,7 +12,8 @@ Failure knobs, for the executor's retry rules (each a condition param -> level, 
 SIGSTOPs it (frozen: its heartbeat stops too), ``oom_if`` raises a class named ``OutOfMemoryError`` (as
 ``torch.cuda.OutOfMemoryError`` is), ``slow_if`` sleeps ``slow_s`` more. ``log_starts`` (a file) gets a line
 ``<cell key> <attempt> <pid>`` whenever a run starts, to count executions; ``report_resources`` returns what Ray
-gave the run (``assigned_gpu``, ``assigned_cpu``).
+gave the run (``assigned_gpu``, ``assigned_cpu``); ``report_node`` the index of the run's Ray node among the
+cluster's alive nodes sorted by id (``node``), to see runs spread over nodes.
 
 ``named_surface`` (a name in ``experiments.surfaces.SURFACES``) replaces ``surface``/``intercept`` with a surface
 whose optimum and true interactions are known: the metric (``y`` unless ``metric`` says otherwise) is that surface's
@@ -35,7 +36,7 @@ from orchestrator.context import Diverged, RunContext
 
 _KNOWN = {"surface", "named_surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if",
           "seed", "save_artifact", "load_artifact", "report_pid", "kill_if", "stop_if", "oom_if", "slow_if", "slow_s",
-          "log_starts", "report_resources"}
+          "log_starts", "report_resources", "report_node"}
 
 
 class OutOfMemoryError(RuntimeError):
@@ -76,6 +77,11 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
 
         assigned = ray.get_runtime_context().get_assigned_resources()
         metrics.update(assigned_gpu=float(assigned.get("GPU", 0.0)), assigned_cpu=float(assigned.get("CPU", 0.0)))
+    if params.get("report_node"):
+        import ray
+
+        alive = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        metrics["node"] = float(alive.index(ray.get_runtime_context().get_node_id()))
     return metrics
 
 

@@ -69,7 +69,7 @@ class Attempts:
             "study": self.spec.study, "experiment": self.spec.experiment, "cell_key": job.cell.key,
             "seed": job.cell.seed, "params": job.params, "response": self.spec.response.metric,
             "artifact_dir": job.artifact_dir, "num_cpus": max(1, int(cpus)), "gpus": gpus, "warm_reuse": warm,
-            "attempt": number, "heartbeat_s": self.heartbeat_s,
+            "attempt": number, "heartbeat_s": self.heartbeat_s, "inputs": job.inputs,
         }
         attempt = Attempt(job, number, gpus, cpus)
         self.live[task.remote(payload, self.inbox)] = attempt

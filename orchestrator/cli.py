@@ -134,6 +134,7 @@ def run(
         lease = StudyLease(db, study_id, spec.study) if study_id is not None else nullcontext()
         with lease, RayExecutor(address=ray_address, num_gpus=gpus) as executor:
             executor.check_fits(spec)  # before the store is created (run_study checks it again for its other callers)
+            executor.check_artifacts(spec)
             db = db or Store(url)
             outcome = run_study(spec, db, executor, StudyProgress(spec.response.metric, console))
         if outcome.ran:

@@ -51,6 +51,7 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     with :class:`~orchestrator.lease.StudyBusy` before it writes anything (the CLI takes it before starting Ray).
     """
     executor.check_fits(spec)  # in seconds, before anything is written: a run cannot span nodes
+    executor.check_artifacts(spec)  # every node sees the artifacts (or they go to an object store)
     runs_per_wave = wave_size(spec, executor.slots(spec))
     strategy = create_strategy(spec, runs_per_wave)
     for extra in strategy.extras:

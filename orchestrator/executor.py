@@ -80,6 +80,17 @@ class RayExecutor:
 
         check_fits(largest_request(spec), spec.resources.cpus_per_run, self.nodes())
 
+    def check_artifacts(self, spec: Spec) -> None:
+        """On a cluster of several nodes, refuse an artifacts path that some node cannot see (a node-local disk):
+        one probe task per node looks for a file the driver just wrote there (``orchestrator/artifacts.py``)."""
+        import ray
+
+        from orchestrator.artifacts import check_visible
+
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        if len(alive) > 1:
+            check_visible(spec.artifacts, lambda marker: _nodes_seeing(alive, marker))
+
     def slots(self, spec: Spec) -> int:
         """Runs that fit at once: GPUs / GPUs per run (the mean share with ``gpus_per_run: auto``), or CPUs /
         cpus_per_run on a cluster without GPUs."""
@@ -128,3 +139,17 @@ def _runtime_env() -> dict | None:
         return None
     pythonpath = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
     return {"env_vars": {"PYTHONPATH": pythonpath}}
+
+
+def _nodes_seeing(nodes: list[dict], marker: str) -> dict[str, bool]:
+    """Whether ``marker`` exists on each node, by one zero-CPU task pinned there."""
+    import os
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(os.path.exists)
+    refs = {f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})":
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
+            for n in nodes}
+    return {name: bool(ok) for name, ok in zip(refs, ray.get(list(refs.values()), timeout=120))}

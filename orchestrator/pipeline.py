@@ -25,9 +25,9 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.artifacts import run_location
 from orchestrator.cells import Cell, make_cell
 from orchestrator.costs import CostModel
 from orchestrator.events import Finished, Job, Progress, Retry, Started
@@ -156,7 +156,7 @@ class Pipeline:
 
     def _queue(self, cell: Cell, number: int) -> None:
         params, inputs = substitute({**self.spec.fixed, **cell.levels, "seed": cell.seed}, self.resolved)
-        artifact_dir = str(Path(self.spec.artifacts).resolve() / self.spec.study / cell.key)
+        artifact_dir = run_location(self.spec.artifacts, self.spec.study, cell.key)
         job = Job(cell, params, artifact_dir, run_request(self.spec, params), inputs)
         self.jobs[cell.key], self.wave_of[cell.key] = job, number
         self.sched.add(job, self._predict(job))

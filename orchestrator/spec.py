@@ -30,6 +30,7 @@ from pydantic import (
     ValidationError,
 )
 
+from orchestrator.artifacts import check_location
 from orchestrator.errors import SpecError
 from orchestrator.packing import auto_problems
 
@@ -162,8 +163,10 @@ class Spec(_Frozen):
     strategy: Strategy = Strategy()
     resources: Resources = Resources()
     artifacts: StrictStr = Field(
-        "wavesweep-artifacts", description="Directory for run outputs (adapters), <artifacts>/<study>/<cell key>; "
-                                           "on a cluster it must be storage every node sees."
+        "wavesweep-artifacts", description="Where run outputs (adapters) go, <artifacts>/<study>/<cell key>: a "
+                                           "directory (on a cluster, one every node mounts at this path: checked "
+                                           "before launch) or an object-store URI fsspec opens (s3://, gs://, "
+                                           "file://)."
     )
     seeds: tuple[StrictInt, ...] | None = Field(None, description="One run per cell and seed; default [0].")
     replicates: StrictInt | None = Field(None, gt=0, description="Shorthand for seeds 0..replicates-1.")
@@ -339,6 +342,8 @@ def _check(spec: Spec) -> list[tuple[str, str, Any]]:
     if deadline is not None and parse_deadline(deadline) is None:
         problems.append(("strategy.wave_deadline", _DEADLINE, deadline))
     problems.extend(auto_problems(spec))
+    if why := check_location(spec.artifacts):
+        problems.append(("artifacts", f"must be a directory or a URI fsspec opens: {why}", spec.artifacts))
     for name, factor in spec.factors.items():
         problems.extend(_check_factor(f"factors.{name}", name, factor, spec))
     for name in spec.fixed:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import time
 import traceback
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from orchestrator.artifacts import is_uri, localise, publish, scratch_for
 from orchestrator.context import Diverged, RunContext
 from orchestrator.spec import import_experiment
 from orchestrator.status import RunStatus
@@ -29,16 +31,20 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     device = f"cuda:{','.join(map(str, gpu_ids))}" if gpu_ids else "cpu"
     started = datetime.now(timezone.utc)
     sink("started", {"cell_key": key, "host": host, "device": device, "started_at": started})
+    location = payload["artifact_dir"]
     ctx = RunContext(
         study=payload["study"], cell_key=key, seed=payload["seed"], num_cpus=payload["num_cpus"], gpu_ids=gpu_ids,
-        artifact_dir=payload["artifact_dir"], warm_reuse=payload["warm_reuse"], attempt=payload.get("attempt", 1),
+        artifact_dir=scratch_for(location), warm_reuse=payload["warm_reuse"], attempt=payload.get("attempt", 1),
         _sink=lambda step, metrics: sink("progress", (key, step, metrics)),
     )
     t0 = time.perf_counter()
     result: dict[str, Any] = {"host": host, "device": device, "started_at": started, "metrics": {}}
     try:
         run = import_experiment(payload["experiment"])
-        metrics = _clean_metrics(run(dict(payload["params"]), ctx), payload["response"])
+        params = localise(payload["params"], payload.get("inputs") or {})
+        metrics = _clean_metrics(run(params, ctx), payload["response"])
+        if saved := publish(ctx.artifact_dir, location):  # a run whose outputs cannot be kept did not succeed
+            result["artifact_dir"] = saved
         result.update(status=RunStatus.COMPLETE, metrics=metrics)
     except Diverged as exc:
         result.update(status=RunStatus.DIVERGED, error_kind="diverged", error_message=str(exc))
@@ -53,8 +59,10 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     # Cost figures are the executor's, so every experiment reports them the same way (GPU-seconds: the cost).
     result["metrics"]["wall_s"] = wall
     result["metrics"]["gpu_s"] = wall * payload["gpus"]
-    if os.path.isdir(ctx.artifact_dir) and os.listdir(ctx.artifact_dir):
-        result["artifact_dir"] = ctx.artifact_dir
+    if is_uri(location):
+        shutil.rmtree(ctx.artifact_dir, ignore_errors=True)  # uploaded by publish, or a failed run's: not kept
+    elif "artifact_dir" not in result and os.path.isdir(location) and os.listdir(location):
+        result["artifact_dir"] = location  # a failed run's outputs, kept for the post-mortem
     return result
 
 

@@ -89,6 +89,9 @@ class FakeRay:
     def check_fits(self, spec) -> None:
         pass  # the stand-in cluster holds any run (the refusal is tests/test_run_refusals.py's)
 
+    def check_artifacts(self, spec) -> None:
+        pass  # one node (the refusal is tests/test_artifacts_remote.py's)
+
 
 def failing_start(spec, store, executor, listener=None) -> Outcome:
     """What run_study records for a greedy study whose experiment raises on every replicate of the start point:

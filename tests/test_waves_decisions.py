@@ -277,6 +277,9 @@ class InProcessExecutor:
     def check_fits(self, spec) -> None:
         """Every request fits: this executor has no nodes to outgrow."""
 
+    def check_artifacts(self, spec) -> None:
+        """One process: every run sees the artifacts."""
+
     def slots(self, spec) -> int:
         return self._slots
 
