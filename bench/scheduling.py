@@ -8,12 +8,11 @@ only sleep (bench/sleep_experiment.py) for a duration fixed per cell by a seeded
 and log-sd 0.6: (i) independent of the params (a random assignment to cells); (ii) driven by the model size
 (``2 exp(k (log size - mean) + 0.2 z)``, k giving a log-sd of 0.6), as real fine-tuning times are.
 
-On one local Ray (16 CPUs, 16 logical GPUs, started here) it runs per workload wavesweep's grid with ``backfill:
-true`` (waves + backfill) and ``backfill: false`` (barrier waves), then Ray Tune's grid search on the same durations
-(16 concurrent trials, reused actors); Tune goes last, as its actors make Ray stop wavesweep's idle workers. First,
-a warm-up study of 16 runs of 0.2 s, held until all 16 are in flight, starts wavesweep's 16 workers (its start-up
-is printed on its own), so the timed studies run on warm workers. Measured from the runs' own clocks: makespan =
-last end - first start; lower bound = max(total run time / 16, longest run); ratio = makespan / lower bound; the
+Per workload it runs wavesweep's grid with ``backfill: true`` (waves + backfill) and ``backfill: false`` (barrier
+waves), and Ray Tune's grid search on the same durations (16 concurrent trials, reused actors), each on a fresh
+local Ray of its own (16 CPUs, 16 logical GPUs, started here): every side starts with no worker process (the same
+warm-up, none, for all), and the start-up each pays is printed in its own column. Measured from the runs' own
+clocks: makespan = last end - first start; lower bound = max(total run time / 16, longest run); ratio = makespan / lower bound; the
 start-up (call to first run start) and the call's wall time are printed apart. Simulated references on the same
 sample (no Ray): list scheduling in the grid's arrival order, longest first with the true durations, barrier waves
 with zero overhead.
@@ -31,7 +30,6 @@ import logging
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -72,13 +70,10 @@ def durations(workload: str, seed: int) -> dict[str, float]:
     return {cell_id(*cell): float(s) for cell, s in zip(cells, secs)}
 
 
-def make_spec(study: str, table: Path, backfill: bool, artifacts: Path, warmup: Path | None = None):
+def make_spec(study: str, table: Path, backfill: bool, artifacts: Path):
     factors = {"model": {"levels": MODELS}, "learning_rate": {"levels": LRS, "scale": "log"},
                "lora_rank": {"levels": RANKS}}
     fixed = {"durations": str(table)}
-    if warmup:  # 4 x 2 x 2 = 16 cells, all in flight at once (rendezvous): one per worker slot
-        factors = {**factors, "learning_rate": {"levels": LRS[:2], "scale": "log"}, "lora_rank": {"levels": RANKS[:2]}}
-        fixed.update(rendezvous=str(warmup), rendezvous_n=SLOTS)
     return parse_spec({
         "study": study, "experiment": "bench.sleep_experiment:run", "fixed": fixed,
         "factors": factors, "response": {"metric": "loss"}, "artifacts": str(artifacts),
@@ -131,6 +126,20 @@ def figures(starts: list, ends: list, t0: float, wall: float, planned: list[floa
             "startup_s": first - t0, "wall_s": wall, "workers": workers, "peak": peak, "load_1m": os.getloadavg()[0]}
 
 
+@contextlib.contextmanager
+def fresh_ray():
+    """A local Ray of its own for one configuration: no worker survives from another side's run."""
+    import ray
+
+    t = time.time()
+    ray.init(num_cpus=SLOTS, num_gpus=SLOTS, include_dashboard=False, _temp_dir="/tmp/rsched", log_to_driver=False,
+             logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        yield time.time() - t
+    finally:
+        ray.shutdown()
+
+
 def run_wavesweep(spec, db: Path) -> tuple[dict, list[dict]]:
     store = Store(f"sqlite:///{db}")
     with RayExecutor() as executor:  # Ray is already up: this joins it and leaves it running
@@ -179,22 +188,27 @@ def row(name: str, f: dict) -> str:
         return f"  {name:<38} {f['ratio'] * f['lower_bound_s']:>10.1f} {f['lower_bound_s']:>8.1f} {f['ratio']:>7.2f}"
     return (f"  {name:<38} {gt + format(f['makespan_s'], '.1f'):>10} {f['lower_bound_s']:>8.1f} "
             f"{gt + format(f['ratio'], '.2f'):>7} {f['startup_s']:>9.2f} {f['wall_s']:>7.1f} {f['workers']:>4} "
-            f"{f.get('cold', '-'):>4} {f['peak']:>4} {f['load_1m']:>5.1f}  ({f['complete']}/200 runs)")
+            f"{f['peak']:>4} {f['load_1m']:>5.1f}  ({f['complete']}/200 runs)")
 
 
-def measure(workload: str, args, workdir: Path, out: dict, warm_pids: set) -> None:
-    """wavesweep's two configurations on this workload's table; the simulated references on the same sample."""
+def measure(workload: str, args, workdir: Path, out: dict) -> None:
+    """wavesweep's two configurations and Ray Tune on this workload's table, each on a fresh Ray; the simulated
+    references on the same sample."""
     table = durations(workload, args.seed)
     table_path = workdir / f"durations-{workload}.json"
     table_path.write_text(json.dumps(table))
     spec = {bf: make_spec(f"sched-{workload}", table_path, bf, workdir / "art") for bf in (True, False)}
     res: dict = {"simulated": simulate(table, spec[True]), "measured": {}, "table": table, "path": table_path}
     for name, backfill in (("waves+backfill", True), ("barrier waves", False)):
-        res["measured"][name], runs = run_wavesweep(spec[backfill], workdir / f"{workload}-{backfill}.db")
-        res["measured"][name]["cold"] = len({r["metric.pid"] for r in runs} - warm_pids)
+        with fresh_ray():
+            res["measured"][name], runs = run_wavesweep(spec[backfill], workdir / f"{workload}-{backfill}.db")
         if backfill:  # the order wavesweep chose, replayed with zero overhead: its luck apart from its overhead
             order = [r["metric.loss"] for r in sorted(runs, key=lambda r: r["metric.t_start"])]
             res["simulated"]["list_wavesweep_order"] = list_schedule(order) / res["simulated"]["lower_bound_s"]
+    if not args.skip_tune:
+        with fresh_ray():
+            res["measured"]["Ray Tune grid search"] = run_tune(table_path, table, args.tune_timeout,
+                                                               workdir / f"tune-{workload}")
     out[workload] = res
 
 
@@ -204,7 +218,7 @@ def report(workload: str, res: dict) -> None:
     print(f"\nWorkload ({workload}): {label}; 200 runs, total {sum(table.values()):.0f} s of sleep, longest "
           f"{max(table.values()):.1f} s, {sim['waves']} waves of {SLOTS}")
     print(f"  {'configuration':<38} {'makespan s':>10} {'bound s':>8} {'ratio':>7} {'start-up':>9} {'wall s':>7} "
-          f"{'wkrs':>4} {'cold':>4} {'peak':>4} {'load':>5}")
+          f"{'wkrs':>4} {'peak':>4} {'load':>5}")
     for name, f in res["measured"].items():
         print(row(name, f))
     for key, name in (("list_wavesweep_order", "sim: list scheduling, wavesweep's order"),
@@ -212,18 +226,6 @@ def report(workload: str, res: dict) -> None:
                       ("longest_first", "sim: longest first, true durations"),
                       ("barrier_waves", "sim: barrier waves, zero overhead")):
         print(row(name, {"ratio": sim[key], "lower_bound_s": sim["lower_bound_s"]}))
-
-
-def warm_up(workdir: Path) -> dict:
-    """Start wavesweep's 16 workers with 16 runs of 0.2 s that wait for each other (all in flight at once, so each
-    gets a process of its own): the delays from the call to each run's start."""
-    table = workdir / "durations-warmup.json"
-    table.write_text(json.dumps({k: 0.2 for k in durations("i", 0)}))
-    t0 = time.time()
-    _, runs = run_wavesweep(make_spec("warmup", table, True, workdir / "art", workdir / "rv"), workdir / "warmup.db")
-    delays = [r["metric.t_start"] - t0 for r in runs]
-    pids = {r["metric.pid"] for r in runs}
-    return {"median_s": statistics.median(delays), "max_s": max(delays), "workers": len(pids), "pids": sorted(pids)}
 
 
 def verdicts(out: dict) -> None:
@@ -248,27 +250,13 @@ def main() -> None:
     parser.add_argument("--tune-timeout", type=float, default=480.0, help="seconds; Ray Tune's time_budget_s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    import ray
-
     workdir = Path(tempfile.mkdtemp(prefix="wavesweep-sched-"))
-    t = time.time()
-    ray.init(num_cpus=SLOTS, num_gpus=SLOTS, include_dashboard=False, _temp_dir="/tmp/rsched", log_to_driver=False,
-             logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    out: dict = {"seed": args.seed, "ray_init_s": time.time() - t}
+    out: dict = {"seed": args.seed}
+    workloads = ["i", "ii"] if args.workload == "both" else [args.workload]
     try:
-        out["warmup"] = warm = warm_up(workdir)
-        print(f"Worker start-up (warm-up study: 16 runs of 0.2 s, all in flight at once; ray.init took "
-              f"{out['ray_init_s']:.1f} s before it): call -> run start median {warm['median_s']:.2f} s, max "
-              f"{warm['max_s']:.2f} s, {warm['workers']} worker processes")
-        workloads = ["i", "ii"] if args.workload == "both" else [args.workload]
         for workload in workloads:
-            measure(workload, args, workdir, out, set(warm["pids"]))
-        for workload in [] if args.skip_tune else workloads:  # last: Tune's actors evict wavesweep's idle workers
-            res = out[workload]
-            res["measured"]["Ray Tune grid search"] = run_tune(res.pop("path"), res["table"], args.tune_timeout,
-                                                                workdir / f"tune-{workload}")
+            measure(workload, args, workdir, out)
     finally:
-        ray.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
     for workload in workloads:
         out[workload].pop("path", None)
@@ -278,7 +266,7 @@ def main() -> None:
     print(f"\nIdeal list scheduling in arrival order over 1000 random samples of workload (i): median {med:.2f}, "
           f"90th percentile {p90:.2f}. The target 1.15 depends on the sample: compare with the 'sim' rows above.")
     print("start-up = from calling the scheduler to the first run's start (not in the makespan); wkrs = distinct "
-          "worker processes that ran the runs; cold = of them, not started by the warm-up; peak = most runs in "
+          "worker processes that ran the runs (each side on a fresh Ray: no warm worker); peak = most runs in "
           "flight at once; load = 1-minute load average of this machine right after the configuration (other work "
           "on the same 2 cores slows every row).")
     verdicts({w: out[w] for w in workloads})
