@@ -44,6 +44,37 @@ def test_the_surface_names_the_true_interactions_from_scattered_runs():
     assert fit.notes[0].startswith("second-order response surface")
 
 
+@pytest.mark.slow
+def test_without_curvature_the_quadratics_go_and_the_pairs_gain_power(monkeypatch):
+    """The bench's screening surface (multilinear, 7 factors, pairs a:b and c:d) run by mode waves for 64 runs: a
+    quarter-point screen, then 48 runs a GP proposed near the best corner. The quadratics' joint F test lets them go,
+    and the fit without them finds both true pairs and no other; the full second-order fit on the same runs finds
+    fewer (7 residual df and much precision lost to quadratics of clustered runs)."""
+    from bench.search_quality import simulate
+    from experiments.surfaces import get_surface
+    from orchestrator.analysis import surface as module
+
+    screening = get_surface("screening")
+    spec = screening.spec("bench-waves-0", mode="waves", runs_per_wave=16, max_runs=64, max_waves=4, seeds=[0])
+    runs = simulate(screening, spec, 64, 16, 0)
+    frame = pd.DataFrame([{**{n: r[f"param.{n}"] for n in screening.factors}, "y": r["metric.y"]} for r in runs])
+    factors = {n: FactorInfo((box.low, box.high)) for n, box in screening.factors.items()}
+    fit = fit_surface(frame, factors, "y")
+    assert not any(t.term.endswith("^2") for t in fit.terms)
+    assert fit.error_df == 64 - 1 - 7 - 21
+    assert "7 quadratic terms were left out, as the runs show no curvature (joint F test p = " in fit.notes[0]
+    assert {t.term for t in fit.terms if t.significant and t.order == 2} == {"a:b", "c:d"}
+    monkeypatch.setattr(module, "CURVATURE_P", 2.0)  # never drop them
+    full = fit_surface(frame, factors, "y")
+    assert "a^2" in {t.term for t in full.terms}
+    assert len({t.term for t in full.terms if t.significant and t.order == 2}) < 2
+    # A real curvature keeps them: the scattered lr surface above has 0.4 x^2.
+    monkeypatch.undo()
+    curved = fit_surface(scattered(60, 0), FACTORS, "loss")
+    assert "lr^2" in {t.term for t in curved.terms}
+    assert "the quadratic terms are kept: joint F test p = " in curved.notes[0]
+
+
 def test_a_factor_held_at_one_value_is_left_out_and_too_few_runs_are_refused():
     frame = scattered(40, 1).assign(d=0.5)
     fit = fit_surface(frame, FACTORS, "loss")
