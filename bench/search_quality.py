@@ -65,8 +65,10 @@ Measured, per surface and method, over the repetitions:
         [--methods waves,ax_batch,tpe_batch,gp_batch,random,tpe_seq,gp_seq,greedy]
         [--fanova tpe_batch,ax_batch] [--bootstrap 100] [--permutations 99]
 
-``--jobs N`` runs the (surface, method, repetition) tasks in N worker processes; every task is seeded and runs on one
-thread, so the results do not depend on it (the seconds do, on a machine with fewer free cores than jobs).
+``--jobs N`` runs the (surface, method, repetition) tasks in N worker processes, a fresh process per task; every task
+is seeded and runs on one thread, so the results do not depend on N (the seconds do, on a machine with fewer free
+cores than jobs). ``--jobs 0`` runs them all in this process, for quick checks: state that outlives a task there can
+change the next task's result.
 """
 
 from __future__ import annotations
@@ -514,12 +516,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of: " + ", ".join(METHODS))
     parser.add_argument("--fanova", default=DEFAULT_FANOVA,
                         help="methods whose runs get wavesweep's fANOVA for pairs (costly); 'none' for none")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the (surface, method, rep) tasks")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for the (surface, method, rep) tasks, a fresh one per task; 0: all "
+                             "in this process (quick checks only: state can pass from one task to the next)")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP)
     parser.add_argument("--permutations", type=int, default=PERMUTATIONS)
     args = parser.parse_args(argv)
-    if args.budget < 1 or args.reps < 1 or args.jobs < 1:
-        raise SystemExit("--budget, --reps and --jobs must be at least 1")
+    if args.budget < 1 or args.reps < 1 or args.jobs < 0:
+        raise SystemExit("--budget and --reps must be at least 1, --jobs at least 0")
     surfaces = [get_surface(n) for n in _names(args.surfaces, list(_known_surfaces()), "surfaces")]
     methods = _names(args.methods, list(METHODS), "methods")
     fanova = set(_names(args.fanova, list(METHODS), "--fanova methods"))
@@ -542,23 +546,27 @@ def main(argv: list[str] | None = None) -> None:
               f"batches {batch_text(result.batches)}, {result.seconds:.1f} s"
               + (f" + pairs {result.pair_seconds:.1f} s" if task[4] else ""), file=sys.stderr, flush=True)
 
-    if args.jobs == 1:
+    import multiprocessing
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"  # inherited by the workers before they import torch and numpy
+    # The slowest methods first, so the pool is not left waiting on one long task at the end.
+    order = {"gp_seq": 0, "ax_batch": 1, "gp_batch": 2, "tpe_seq": 3, "tpe_batch": 4}
+    tasks.sort(key=lambda t: (order.get(t[1], 9), not t[4]))
+    if args.jobs == 0:  # in this process, every task after the other: quick, but state may pass between tasks
         _worker_init()
         for done, task in enumerate(tasks, start=1):
             record(*_task(task), done)
-    else:
-        import multiprocessing
-
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = "1"  # inherited by the workers before they import torch and numpy
-        # The slowest methods first, so the pool is not left waiting on one long task at the end.
-        order = {"gp_seq": 0, "ax_batch": 1, "gp_batch": 2, "tpe_seq": 3, "tpe_batch": 4}
-        tasks.sort(key=lambda t: (order.get(t[1], 9), not t[4]))
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init) as pool:
-            futures = [pool.submit(_task, task) for task in tasks]
-            for done, future in enumerate(as_completed(futures), start=1):
-                record(*future.result(), done)
+        report(surfaces, methods, fanova, args, results, errors, time.perf_counter() - started)
+        return
+    # A fresh process per task (max_tasks_per_child=1): a process that had run other tasks gave the same task
+    # another result (waves' llm_finetune median 0.042 against 0.027 in fresh processes, same seeds), so some
+    # library state outlives a task; fresh processes reproduce a task exactly, at a few seconds of imports each.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                             max_tasks_per_child=1) as pool:
+        futures = [pool.submit(_task, task) for task in tasks]
+        for done, future in enumerate(as_completed(futures), start=1):
+            record(*future.result(), done)
 
     report(surfaces, methods, fanova, args, results, errors, time.perf_counter() - started)
 

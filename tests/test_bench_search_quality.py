@@ -128,11 +128,11 @@ def test_surface_pairs_take_every_run():
 
 
 def test_main_prints_every_requested_row(capsys, monkeypatch):
-    # In-process (--jobs 1) the command would pin this whole test process to one thread and import Ax.
+    # In-process (--jobs 0) the command would pin this whole test process to one thread and import Ax.
     monkeypatch.setattr(sq, "_worker_init", lambda: None)
     monkeypatch.setattr(sq, "_limit_threads", lambda: None)
     sq.main(["--reps", "1", "--budget", "16", "--surfaces", "bowl", "--methods", "waves,random,greedy",
-             "--fanova", "none"])
+             "--fanova", "none", "--jobs", "0"])
     out = capsys.readouterr().out
     assert "bowl: 3 factors" in out
     for label in ("waves (surface fit, all runs)", "pairs of its designed waves", "random search", "greedy (1 GPU)"):

@@ -91,3 +91,19 @@ def test_a_categorical_is_fixed_at_its_better_level_while_the_model_searches_the
     assert "proposed jointly over x by a Gaussian process" in second.reason
     assert {c.levels["opt"] for c in second.cells} == {"b"}
     assert all(0.0 <= c.levels["x"] <= 1.0 for c in second.cells)
+
+
+@pytest.mark.parametrize("prior_mean", ["fitted", "worst", "q25"])
+def test_the_model_proposes_a_batch_in_the_box_under_each_prior_mean(prior_mean):
+    """refine.PRIOR_MEAN's measured alternatives (docs/benchmarks.md) all give a whole batch inside the unit cube."""
+    import numpy as np
+
+    from orchestrator.strategies.waves.refine import propose
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (12, 2))
+    y = (x[:, 0] - 0.3) ** 2 + (x[:, 1] - 0.6) ** 2 + rng.normal(0, 0.01, 12)
+    proposal = propose(x, y, maximize=False, q=4, seed=0, prior_mean=prior_mean)
+    assert proposal.points.shape == (4, 2)
+    assert ((proposal.points >= 0) & (proposal.points <= 1)).all()
+    assert len({tuple(np.round(p, 6)) for p in proposal.points}) == 4  # four distinct points, not one repeated
