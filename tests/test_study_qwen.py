@@ -17,6 +17,13 @@ from tests.test_cli import export_rows, wavesweep
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def executor():
+    """One local Ray for the module's in-process studies (each start costs seconds on 2 cores)."""
+    with RayExecutor(num_cpus=2) as ex:
+        yield ex
+
+
 def small_demo(artifacts: Path, study: str = "demo-small") -> dict:
     """The demo spec, shortened: 4 cells x 1 seed in 2 waves of 2, 12 steps each."""
     spec = load_spec(REPO / "experiments/specs/demo.yaml").model_dump(mode="json", exclude_none=True)
@@ -30,11 +37,17 @@ def small_demo(artifacts: Path, study: str = "demo-small") -> dict:
     return spec
 
 
-def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url, tmp_path):
+def two_cells(artifacts: Path) -> dict:
+    """The shortened demo at warmup 0 only: its two learning rates, in one wave."""
+    spec = small_demo(artifacts)
+    spec["fixed"]["warmup_ratio"] = spec["factors"].pop("warmup_ratio")["levels"][0]
+    return spec
+
+
+def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url, tmp_path, executor):
     spec = parse_spec(small_demo(tmp_path / "artifacts"))
     store = Store(sqlite_url)
-    with RayExecutor(num_cpus=2) as executor:
-        outcome = run_study(spec, store, executor)
+    outcome = run_study(spec, store, executor)
     assert (outcome.planned, outcome.ran, outcome.runs_per_wave) == (4, 4, 2)
     runs = store.runs(spec.study)
     assert [r["wave"] for r in runs] == [1, 1, 2, 2]
@@ -48,12 +61,13 @@ def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url, tmp_pa
         losses = [v for _, name, v in curve if name == "train_loss"]
         assert len(losses) >= 5 and losses[-1] < losses[0]  # it trained
         assert any(name == "eval_loss" for _, name, _ in curve)
-    # Runs are deterministic for a given seed: the same cell through Ray again gives the same metrics.
+    # Runs are deterministic for a given seed: the same params through Ray again give the same metrics. Two of the
+    # four (warmup 0) are enough to show it.
     again = Store(f"{sqlite_url}-again")
-    with RayExecutor(num_cpus=2) as executor:
-        run_study(spec, again, executor)
-    first = {r["cell_key"]: r["metric.eval_loss"] for r in runs}
-    assert {r["cell_key"]: r["metric.eval_loss"] for r in again.runs(spec.study)} == first
+    run_study(parse_spec(two_cells(tmp_path / "artifacts")), again, executor)
+    redone = {r["param.learning_rate"]: r["metric.eval_loss"] for r in again.runs(spec.study)}
+    assert len(redone) == 2
+    assert redone == {r["param.learning_rate"]: r["metric.eval_loss"] for r in runs if r["param.warmup_ratio"] == 0}
 
     # `analyze` on the (shortened) demo study: 2 x 2 unreplicated, so saturated: Lenth's method, said so.
     import json
@@ -71,18 +85,20 @@ def test_tiny_qwen_study_through_ray_lands_metrics_and_curves(sqlite_url, tmp_pa
 def test_tiny_qwen_study_on_postgresql_via_the_cli(tmp_path, pg_url):
     import yaml
 
+    # Two cells: the same tiny training as the SQLite study above; what is new here is the CLI and PostgreSQL.
+    spec = two_cells(tmp_path / "artifacts")
     spec_path = tmp_path / "demo-small.yaml"
-    spec_path.write_text(yaml.safe_dump(small_demo(tmp_path / "artifacts")))
+    spec_path.write_text(yaml.safe_dump(spec))
     out = wavesweep("run", str(spec_path), "--store", pg_url)
     assert out.returncode == 0, out.stderr
     assert "Best configuration: learning_rate=" in out.stdout
     rows = export_rows(pg_url, "demo-small")
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"COMPLETE"}
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"COMPLETE"}
     assert all(math.isfinite(float(r["metric.eval_loss"])) for r in rows)
     assert "nothing to run" in wavesweep("run", str(spec_path), "--store", pg_url).stdout
 
 
-def test_a_diverging_run_is_recorded_as_diverged_and_the_study_goes_on(sqlite_url, tmp_path):
+def test_a_diverging_run_is_recorded_as_diverged_and_the_study_goes_on(sqlite_url, tmp_path, executor):
     spec = parse_spec({
         "study": "diverge", "experiment": "experiments.qwen35.finetune:run", "artifacts": str(tmp_path),
         "fixed": {"method": "full", "max_steps": 8, "n_eval": 8, "save": False},
@@ -91,8 +107,7 @@ def test_a_diverging_run_is_recorded_as_diverged_and_the_study_goes_on(sqlite_ur
         "strategy": {"mode": "grid", "runs_per_wave": 2},
     })
     store = Store(sqlite_url)
-    with RayExecutor(num_cpus=2) as executor:
-        outcome = run_study(spec, store, executor)
+    outcome = run_study(spec, store, executor)
     assert outcome.ran == 4
     runs = {(r["param.learning_rate"], r["param.warmup_ratio"]): r for r in store.runs("diverge")}
     for warmup in (0.0, 0.1):
@@ -102,7 +117,7 @@ def test_a_diverging_run_is_recorded_as_diverged_and_the_study_goes_on(sqlite_ur
         assert runs[(1e-3, warmup)]["status"] == "COMPLETE"
 
 
-def test_fine_tune_then_evaluate_the_best_adapter_through_the_store(sqlite_url, tmp_path):
+def test_fine_tune_then_evaluate_the_best_adapter_through_the_store(sqlite_url, tmp_path, executor):
     """Acceptance: a LoRA study lifts exact match well above the untrained model's; an inference sweep on its best
     adapter (a store reference) finds that accuracy through the store."""
     store = Store(sqlite_url)
@@ -118,9 +133,8 @@ def test_fine_tune_then_evaluate_the_best_adapter_through_the_store(sqlite_url, 
     untrained = parse_spec({**common, "study": "untrained", "experiment": "experiments.qwen35.inference:run",
                             "fixed": {"mode": "decode", "n_eval": 64},
                             "factors": {"presence_penalty": {"levels": [0.0, 0.5]}}})
-    with RayExecutor(num_cpus=2) as executor:
-        for spec in (tune, untrained, evaluate):
-            run_study(spec, store, executor)
+    for spec in (tune, untrained, evaluate):
+        run_study(spec, store, executor)
 
     tuned = store.runs("tune")
     assert {r["status"] for r in tuned} == {"COMPLETE"} and all(r["artifact_dir"] for r in tuned)
