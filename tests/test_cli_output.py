@@ -235,3 +235,22 @@ def test_the_store_url_comes_from_its_environment_variable(url):
 def test_version():
     out = invoke("--version")
     assert out.exit_code == 0 and out.stdout.strip() == f"wavesweep {cli.__version__}"
+
+
+def test_the_best_cells_table_keeps_every_number_whole_at_80_columns(url, width):
+    """The demo's table in a pipe folded its numbers ("0.0006" over "72"); the verdict column now wraps at its
+    space instead, and p-values stay within 7 characters."""
+    width(80)
+    out = invoke("status", "brackets", "--store", url)
+    assert out.exit_code == 0, out.output
+    table = out.stdout.split("Best cells by mean loss")[1].split("Best configuration:")[0]
+    rows = [line for line in table.splitlines() if line.startswith("│")]
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in rows]
+    firsts = [row for row in cells if row[0]]  # a row's first line: its levels, mean, std, n
+    assert len(firsts) == 5
+    for row in firsts:
+        assert row[0] in ("0.0001", "0.001") and row[1] in ("16", "32") and row[2] in ("sgd", "adam", "adamw")
+        float(row[3]), float(row[4])  # mean and std, each whole on its line
+        assert row[5] == "2"
+    verdicts = " ".join(" ".join(row[6] for row in cells).split())
+    assert verdicts.startswith("best") and re.fullmatch(r"best( (tied|worse) p(=[0-9.]+|<0\.01))+", verdicts)
