@@ -219,7 +219,9 @@ def print_effects(console: Console, result: EffectsResult, title: str, detect: f
     """The effects table, its error line, the power line (a two-level design's: ``power=False`` where the runs are
     no such design) and the variance budget."""
     headers = ("term", "estimate", "95% CI", "p", "p adj.", "", "aliased with")
-    rows = [(term.term, f"{term.estimate:+.4g}", f"[{term.ci_low:+.4g}, {term.ci_high:+.4g}]", _p(term.p_value),
+    # The interval as "low to high", 3 digits: at 80 columns its column is the one that wraps, and it wraps at the
+    # spaces, each number whole ("[-0.0053" over "01," is what 4 digits and a comma gave in a pipe).
+    rows = [(term.term, f"{term.estimate:+.4g}", f"{term.ci_low:+.3g} to {term.ci_high:+.3g}", _p(term.p_value),
              _p(term.p_adjusted), Text("*", style="bold green") if term.significant else "",
              ", ".join(term.aliased_with)) for term in result.terms]
     if not any(term.aliased_with for term in result.terms):

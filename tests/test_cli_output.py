@@ -103,6 +103,11 @@ def test_analyze_prints_every_term_whole_at_80_columns(url, width):
     assert [t["term"] for t in fit["terms"]] == [n for n in names if n][:len(fit["terms"])]
     assert set(TERMS) <= set(names)
     assert "…" not in out.stdout
+    # Every interval's numbers whole, each on a line of the CI column ("low", "to", "high"), none folded.
+    ci = [line.split("│")[3].strip() for line in out.stdout.splitlines() if line.startswith("│")]
+    for term in fit["terms"]:
+        low, high = f"{term['ci_low']:+.3g}", f"{term['ci_high']:+.3g}"
+        assert low in ci and high in ci, (term["term"], low, high)
 
 
 def test_analyze_in_a_pipe_keeps_the_names(url):
