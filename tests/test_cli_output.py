@@ -103,8 +103,9 @@ def test_analyze_prints_every_term_whole_at_80_columns(url, width):
     assert [t["term"] for t in fit["terms"]] == [n for n in names if n][:len(fit["terms"])]
     assert set(TERMS) <= set(names)
     assert "…" not in out.stdout
-    # Every interval's numbers whole, each on a line of the CI column ("low", "to", "high"), none folded.
-    ci = [line.split("│")[3].strip() for line in out.stdout.splitlines() if line.startswith("│")]
+    # Every interval's numbers whole, each within a line of the CI column ("low to" and "high", or more lines at a
+    # narrower width), none folded across lines.
+    ci = [w for line in out.stdout.splitlines() if line.startswith("│") for w in line.split("│")[3].split()]
     for term in fit["terms"]:
         low, high = f"{term['ci_low']:+.3g}", f"{term['ci_high']:+.3g}"
         assert low in ci and high in ci, (term["term"], low, high)
