@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import pytest
 
 from tests.conftest import synthetic_spec, write_spec
 from tests.test_cli import export_rows, wavesweep
-from tests.test_cluster import AUTH, free_port
+from tests.test_cluster import AUTH, free_port, stop_ray
 
 pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).parent / "ray"
@@ -72,16 +71,8 @@ def two_nodes():
         yield address, root, isolated
     finally:
         for process in (worker, head):
-            if process is None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            finally:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if process is not None:
+                stop_ray(process)
         shutil.rmtree(head_tmp, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
 

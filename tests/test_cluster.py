@@ -59,17 +59,21 @@ def ray_head():
             pytest.fail(f"ray head at {address} did not come up in 90 s: {probe.stderr[-2000:]}")
         yield address
     finally:
-        # SIGTERM to `ray start --block` alone: it stops its own processes in seconds (SIGTERM to the whole group
-        # leaves the GCS lingering for a minute); then SIGKILL whatever of the group outlived it.
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        finally:
-            try:
-                os.killpg(head.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_ray(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_ray(process: subprocess.Popen) -> None:
+    """Stop a `ray start --block` node: SIGTERM to it alone stops its own processes in seconds (SIGTERM to the whole
+    group leaves the GCS lingering for a minute); then SIGKILL whatever of its group outlived it."""
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_run_joins_a_cluster_and_places_one_run_per_gpu(tmp_path, ray_head):
