@@ -546,10 +546,6 @@ def main(argv: list[str] | None = None) -> None:
               f"batches {batch_text(result.batches)}, {result.seconds:.1f} s"
               + (f" + pairs {result.pair_seconds:.1f} s" if task[4] else ""), file=sys.stderr, flush=True)
 
-    import multiprocessing
-
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"  # inherited by the workers before they import torch and numpy
     # The slowest methods first, so the pool is not left waiting on one long task at the end.
     order = {"gp_seq": 0, "ax_batch": 1, "gp_batch": 2, "tpe_seq": 3, "tpe_batch": 4}
     tasks.sort(key=lambda t: (order.get(t[1], 9), not t[4]))
@@ -557,17 +553,19 @@ def main(argv: list[str] | None = None) -> None:
         _worker_init()
         for done, task in enumerate(tasks, start=1):
             record(*_task(task), done)
-        report(surfaces, methods, fanova, args, results, errors, time.perf_counter() - started)
-        return
-    # A fresh process per task (max_tasks_per_child=1): a process that had run other tasks gave the same task
-    # another result (waves' llm_finetune median 0.042 against 0.027 in fresh processes, same seeds), so some
-    # library state outlives a task; fresh processes reproduce a task exactly, at a few seconds of imports each.
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                             max_tasks_per_child=1) as pool:
-        futures = [pool.submit(_task, task) for task in tasks]
-        for done, future in enumerate(as_completed(futures), start=1):
-            record(*future.result(), done)
+    else:
+        import multiprocessing
 
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = "1"  # inherited by the workers before they import torch and numpy
+        # A fresh process per task (max_tasks_per_child=1): a process that had run other tasks gave the same task
+        # another result (waves' llm_finetune median 0.042 against 0.027 in fresh processes, same seeds), so some
+        # library state outlives a task; fresh processes reproduce a task exactly, at a few seconds of imports each.
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, max_tasks_per_child=1) as pool:
+            futures = [pool.submit(_task, task) for task in tasks]
+            for done, future in enumerate(as_completed(futures), start=1):
+                record(*future.result(), done)
     report(surfaces, methods, fanova, args, results, errors, time.perf_counter() - started)
 
 

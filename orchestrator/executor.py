@@ -37,6 +37,7 @@ class RayExecutor:
         self.num_gpus = num_gpus
         self.num_cpus = num_cpus
         self._started_ray = False
+        self._artifacts_seen: set[str] = set()  # artifacts locations every node was seen to reach
 
     def __enter__(self) -> Self:
         import ray
@@ -87,9 +88,12 @@ class RayExecutor:
 
         from orchestrator.artifacts import check_visible
 
+        if spec.artifacts in self._artifacts_seen:
+            return  # `run` checks before the store exists and run_study again: one probe of the nodes is enough
         alive = [n for n in ray.nodes() if n.get("Alive")]
         if len(alive) > 1:
             check_visible(spec.artifacts, lambda marker: _nodes_seeing(alive, marker))
+        self._artifacts_seen.add(spec.artifacts)
 
     def slots(self, spec: Spec) -> int:
         """Runs that fit at once: GPUs / GPUs per run (the mean share with ``gpus_per_run: auto``), or CPUs /

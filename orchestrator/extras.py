@@ -11,21 +11,14 @@ import importlib.util
 
 from orchestrator.errors import WavesweepError
 
-# extra -> (the module it provides, what needs it)
+# extra -> (what needs it, the modules it installs that code imports; `require` checks the first). qwen comes
+# first: a failed `import torch` is an experiment's, and `hint` names the first extra that holds the module.
 EXTRAS = {
-    "search": ("botorch", "mode waves proposes its model waves with a Gaussian process (BoTorch)"),
-    "dashboard": ("streamlit", "the dashboard runs on Streamlit"),
-    "postgres": ("psycopg", "a PostgreSQL store connects through psycopg"),
-    "qwen": ("transformers", "the Qwen3.5 experiments load models with transformers, PEFT and torch"),
-}
-
-
-# extra -> every module it installs that code may import
-PROVIDES = {
-    "qwen": ("torch", "transformers", "peft", "datasets"),
-    "search": ("botorch", "gpytorch"),
-    "dashboard": ("streamlit", "plotly"),
-    "postgres": ("psycopg",),
+    "qwen": ("the Qwen3.5 experiments load models with transformers, PEFT and torch",
+             ("transformers", "torch", "peft", "datasets")),
+    "search": ("mode waves proposes its model waves with a Gaussian process (BoTorch)", ("botorch", "gpytorch")),
+    "dashboard": ("the dashboard runs on Streamlit", ("streamlit", "plotly")),
+    "postgres": ("a PostgreSQL store connects through psycopg", ("psycopg",)),
 }
 
 
@@ -36,7 +29,7 @@ class MissingExtra(WavesweepError):
 def hint(exc: BaseException) -> str:
     """For an import that failed on a module an extra provides: where to get it, as a sentence to append."""
     missing = getattr(exc, "name", None) or ""
-    for extra, modules in PROVIDES.items():
+    for extra, (_, modules) in EXTRAS.items():
         if missing.split(".")[0] in modules:
             return f"; {missing} comes with pip install 'wavesweep[{extra}]' (or 'wavesweep[all]')"
     return ""
@@ -44,7 +37,7 @@ def hint(exc: BaseException) -> str:
 
 def require(extra: str) -> None:
     """Raise :class:`MissingExtra` naming the pip command when ``extra``'s module is not installed."""
-    module, why = EXTRAS[extra]
+    why, (module, *_) = EXTRAS[extra]
     try:
         found = importlib.util.find_spec(module) is not None
     except ImportError:  # an import hook that refuses the module

@@ -261,7 +261,7 @@ def _look_ahead(terms: list[FanovaTerm], grid, y: np.ndarray, n_trees: int, alph
         return terms
     # The additive model the runs show, smooth so that it does not fit the noise: a quadratic in the level code for
     # an ordered factor of four or more levels, one mean per level otherwise.
-    def indicators(codes):
+    def columns(codes):
         columns = [np.ones(len(codes))]
         for f in range(k):
             levels = grid.n_levels[f]
@@ -271,9 +271,10 @@ def _look_ahead(terms: list[FanovaTerm], grid, y: np.ndarray, n_trees: int, alph
                 c = codes[:, f] / (levels - 1) - 0.5
                 columns += [c, c * c]
         return np.column_stack(columns)
-    beta, *_ = np.linalg.lstsq(indicators(grid.codes), y, rcond=None)
-    resid = y - indicators(grid.codes) @ beta
-    rank = np.linalg.matrix_rank(indicators(grid.codes))
+    observed = columns(grid.codes)
+    beta, *_ = np.linalg.lstsq(observed, y, rcond=None)
+    resid = y - observed @ beta
+    rank = np.linalg.matrix_rank(observed)
     if len(y) - rank < 2:
         return [replace(t, note="no look-ahead: the additive model leaves under 2 residual degrees of freedom")
                 if i in waiting else t for i, t in enumerate(terms)]
@@ -295,7 +296,7 @@ def _look_ahead(terms: list[FanovaTerm], grid, y: np.ndarray, n_trees: int, alph
         calls = np.zeros(k)
         for _ in range(LOOK_AHEAD_DRAWS):
             codes = draw(n)
-            calls += mains(codes, indicators(codes) @ beta + resid[rng.integers(0, len(y), n)]) > floor
+            calls += mains(codes, columns(codes) @ beta + resid[rng.integers(0, len(y), n)]) > floor
         decided |= {i: n for i in waiting if i not in decided and calls[i] > LOOK_AHEAD_DRAWS / 2}
         if len(decided) == len(waiting):
             break
