@@ -436,9 +436,11 @@ def _print_best(runs: list[dict], metric: str, goal: str, top: int = 5) -> None:
                   soft_wrap=True, markup=False)
     tied, unknown = tied_with_best(every)
     if len(tied):
-        console.print(f"Not distinguishable from it ({len(tied)} cell(s)): "
-                      + "; ".join(f"{config(row)} ({metric} = {row['mean']:.6g}, p = {row['p_vs_best']:.2g})"
-                                  for _, row in tied.iterrows()), highlight=False, soft_wrap=True, markup=False)
+        # One cell a line: joined into one line, four demo cells made 300 characters that a pipe does not fold.
+        console.print(f"Not distinguishable from it ({len(tied)} cell(s)):", highlight=False)
+        for _, row in tied.iterrows():
+            console.print(f"  {config(row)} ({metric} = {row['mean']:.6g}, p = {row['p_vs_best']:.2g})",
+                          highlight=False, soft_wrap=True, markup=False)
     elif first["n"] >= 2:
         console.print("Every other cell with 2 or more seeds is distinguishable from it.", highlight=False)
     if first["n"] < 2:

@@ -45,13 +45,17 @@ def pg_url():
 
 @pytest.fixture
 def one_thread():
-    """Torch on one thread: the tiny model's ops are too small to split; a second thread only waits, and slows to
-    a crawl when other tests load the machine."""
+    """Torch and BLAS on one thread, undone after the test. The tiny model's ops are too small to split (a second
+    thread only waits, and slows to a crawl when other tests load the machine); and a GP fit on several threads
+    can sum in another order when the machine is busy (MKL gives up threads under load), so a search driven by
+    BoTorch proposes other points: one thread, as the benchmark's workers run, proposes the same ones every time."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(threads)
 
 

@@ -20,19 +20,6 @@ sys.modules[_spec.name] = sq  # dataclasses look their module up there
 _spec.loader.exec_module(sq)
 
 
-@pytest.fixture
-def one_thread():
-    """What the benchmark's workers do (one torch and one BLAS thread), undone after the test."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
 def test_checkpoints_and_waves_to_reach():
     assert sq.checkpoints(64) == [16, 32, 48, 64]
     assert sq.checkpoints(40) == [16, 32, 40]

@@ -55,9 +55,12 @@ def test_status_names_the_cells_within_the_noise_of_the_best(url):
     assert out.exit_code == 0, out.output
     text = words(out.stdout)
     assert "Best configuration: opt=a" in text
-    tied = text.split("Not distinguishable from it (3 cell(s)): ")[1].split(" Rule:")[0]
-    assert [part.split(" ")[0] for part in tied.split("; ")] == ["opt=b", "opt=c", "opt=d"]
-    assert "opt=e" not in tied and "opt=f" not in tied
+    lines = out.stdout.splitlines()
+    start = lines.index("Not distinguishable from it (3 cell(s)):")
+    tied = lines[start + 1:start + 4]
+    assert [line.split(" ")[2] for line in tied] == ["opt=b", "opt=c", "opt=d"]  # one cell a line, indented
+    assert all(line.startswith("  opt=") and " p = " in line for line in tied)
+    assert not lines[start + 4].startswith("  ")  # and no more: e and f are distinguishable
     assert "Rule: Welch t-test of each cell's mean against the best's over seeds, two-sided, p >= 0.05" in text
 
 

@@ -44,32 +44,60 @@ def test_the_surface_names_the_true_interactions_from_scattered_runs():
     assert fit.notes[0].startswith("second-order response surface")
 
 
+def crowded(screen: list[dict], surface, seed: int) -> pd.DataFrame:
+    """The bench's screening surface as mode waves leaves it: a quarter-point screen (``screen``), then 48 runs
+    crowded towards the best corner, as a GP's batches are (each active factor within three quarters of its range
+    of the corner, the inert ones anywhere). Built without the GP, whose proposals change with the machine's load."""
+    rng = np.random.default_rng(seed)
+    near = []
+    for i in range(48):
+        point = {n: float(rng.uniform(-1, 1)) for n in surface.factors}
+        for n in "abcd":
+            corner = surface.argopt[n]
+            point[n] = float(corner - np.sign(corner) * rng.uniform(0, 1.5))
+        near.append({**point, "y": surface.sample(point, 1000 + i + 100 * seed)})
+    return pd.DataFrame([{**{n: r[f"param.{n}"] for n in surface.factors}, "y": r["metric.y"]} for r in screen]
+                        + near)
+
+
 @pytest.mark.slow
 def test_without_curvature_the_quadratics_go_and_the_pairs_gain_power(monkeypatch):
-    """The bench's screening surface (multilinear, 7 factors, pairs a:b and c:d) run by mode waves for 64 runs: a
-    quarter-point screen, then 48 runs a GP proposed near the best corner. The quadratics' joint F test lets them go,
-    and the fit without them finds both true pairs and no other; the full second-order fit on the same runs finds
-    fewer (7 residual df and much precision lost to quadratics of clustered runs)."""
+    """On 20 such data sets (multilinear surface, 7 factors, true pairs a:b and c:d), the quadratics' joint F test
+    lets them go in most, and the fit without them finds more of the true pairs than the full second-order fit on
+    the same runs (whose 35 terms leave 28 residual df and spend precision on quadratics of clustered runs), with
+    few false ones."""
     from bench.search_quality import simulate
     from experiments.surfaces import get_surface
     from orchestrator.analysis import surface as module
 
     screening = get_surface("screening")
-    spec = screening.spec("bench-waves-0", mode="waves", runs_per_wave=16, max_runs=64, max_waves=4, seeds=[0])
-    runs = simulate(screening, spec, 64, 16, 0)
-    frame = pd.DataFrame([{**{n: r[f"param.{n}"] for n in screening.factors}, "y": r["metric.y"]} for r in runs])
+    spec = screening.spec("bench-waves-0", mode="waves", runs_per_wave=16, max_runs=16, max_waves=1, seeds=[0])
+    screen = simulate(screening, spec, 16, 16, 0)  # the designed wave only: no GP is involved
     factors = {n: FactorInfo((box.low, box.high)) for n, box in screening.factors.items()}
-    fit = fit_surface(frame, factors, "y")
-    assert not any(t.term.endswith("^2") for t in fit.terms)
-    assert fit.error_df == 64 - 1 - 7 - 21
-    assert "7 quadratic terms were left out, as the runs show no curvature (joint F test p = " in fit.notes[0]
-    assert {t.term for t in fit.terms if t.significant and t.order == 2} == {"a:b", "c:d"}
-    monkeypatch.setattr(module, "CURVATURE_P", 2.0)  # never drop them
-    full = fit_surface(frame, factors, "y")
-    assert "a^2" in {t.term for t in full.terms}
-    assert len({t.term for t in full.terms if t.significant and t.order == 2}) < 2
+    true = {"a:b", "c:d"}
+    dropped, found, false, found_full = 0, 0, 0, 0
+    for seed in range(20):
+        frame = crowded(screen, screening, seed)
+        fit = fit_surface(frame, factors, "y")
+        pairs = {t.term for t in fit.terms if t.significant and t.order == 2}
+        if not any(t.term.endswith("^2") for t in fit.terms):
+            dropped += 1
+            assert fit.error_df == 64 - 1 - 7 - 21
+            assert "7 quadratic terms were left out, as the runs show no curvature (joint F test p = " in fit.notes[0]
+        else:
+            assert "the quadratic terms are kept: joint F test p = " in fit.notes[0]
+        found, false = found + len(pairs & true), false + len(pairs - true)
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "CURVATURE_P", 2.0)  # never drop them
+            full = fit_surface(frame, factors, "y")
+        assert "a^2" in {t.term for t in full.terms}
+        found_full += len({t.term for t in full.terms if t.significant and t.order == 2} & true)
+    # No curvature: the test's p is uniform, so it keeps the quadratics in about 1 of 5 data sets (here 6 of 20).
+    # The data are built without threads or a GP, so these counts are the same on every machine.
+    assert dropped >= 12, dropped
+    assert found >= found_full + 4, (found, found_full)  # measured: 34 of 40 against 26
+    assert false <= 4, false  # measured: 2 false pairs over the 20 fits
     # A real curvature keeps them: the scattered lr surface above has 0.4 x^2.
-    monkeypatch.undo()
     curved = fit_surface(scattered(60, 0), FACTORS, "loss")
     assert "lr^2" in {t.term for t in curved.terms}
     assert "the quadratic terms are kept: joint F test p = " in curved.notes[0]
