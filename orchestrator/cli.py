@@ -104,12 +104,19 @@ def run(
     from orchestrator.extras import require
     from orchestrator.spec import load_spec
     from orchestrator.store import Store, is_new_file, resolve_url
-    from orchestrator.strategies import STRATEGIES
+    from orchestrator.strategies import STRATEGIES, create_strategy, wave_size
 
     spec = load_spec(spec_path)
     if spec.strategy.mode != "auto":  # auto is resolved under Ray, and run_study checks it there
         for extra in STRATEGIES[spec.strategy.mode].extras:
             require(extra)  # before Ray starts or any file is written
+    if (size := wave_size(spec, None)) is not None:
+        # The wave size is in the spec, so the strategy and its budget are known without the cluster: a study they
+        # refuse is refused before Ray starts (run_study checks again, for a size that only the cluster gives).
+        strategy = create_strategy(spec, size)
+        for extra in strategy.extras:  # mode auto resolved by the size too
+            require(extra)
+        strategy.check_budget(size)
     url = resolve_url(store)
     # A new store file waits until the cluster is known to hold a run: a study refused there leaves no file behind.
     db = None if is_new_file(url) else Store(url)

@@ -102,3 +102,12 @@ def insert_old_study(conn, *, wave: bool = True) -> None:
     if wave:
         conn.execute(text("INSERT INTO waves (study_id, number, design, reason, created_at) "
                           "VALUES (1, 1, 'full_factorial', 'first wave', CURRENT_TIMESTAMP)"))
+
+
+@pytest.fixture(scope="session")
+def dashboard_store(tmp_path_factory):
+    """Three real small studies run through the driver and Ray (``tests.test_dashboard.build_store``), built once
+    per session: the dashboard's views and its browser test only read them."""
+    from tests.test_dashboard import build_store
+
+    return build_store(tmp_path_factory.mktemp("dashboard"))

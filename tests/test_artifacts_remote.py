@@ -10,37 +10,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import synthetic_spec, write_spec
+from tests.ray_nodes import AUTH, RAY, free_port, stop_ray, wait_for
 from tests.test_cli import export_rows, wavesweep
-from tests.test_cluster import AUTH, free_port, stop_ray
 
 pytestmark = pytest.mark.slow
-RAY = Path(sys.executable).parent / "ray"
 
 
 def _can_unshare() -> bool:
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True,
                            check=False) if shutil.which("unshare") else None
     return probe is not None and probe.returncode == 0
-
-
-def _wait_for(address: str, nodes: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        probe = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True,
-                               env={**os.environ, **AUTH}, check=False)
-        if probe.returncode == 0 and probe.stdout.count("node_") >= nodes:
-            return
-        time.sleep(1)
-    pytest.fail(f"{nodes} Ray node(s) at {address} did not come up in 120 s: "
-                f"{probe.stdout[-1500:]}{probe.stderr[-1500:]}")
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +49,10 @@ def two_nodes():
                 f"mount -t tmpfs tmpfs {root / 'local'} && exec \"$@\"", "sh", *join]
     worker = None
     try:
-        _wait_for(address, 1)
+        wait_for(address, 1)
         worker = subprocess.Popen(join, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                   env=env)
-        _wait_for(address, 2)
+        wait_for(address, 2)
         yield address, root, isolated
     finally:
         for process in (worker, head):

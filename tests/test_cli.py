@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from orchestrator.store import Store
 from tests.conftest import REPO, synthetic_spec, write_spec
+from tests.ray_nodes import AUTH, ray_head
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,15 @@ def export_rows(store_url: str, study: str) -> list[dict]:
     out = wavesweep("export", study, "--format", "csv", "--store", store_url)
     assert out.returncode == 0, out.stderr
     return list(csv.DictReader(io.StringIO(out.stdout)))
+
+
+@pytest.fixture(scope="module")
+def joined():
+    """`wavesweep run` arguments that join one Ray head shared by the module's studies, as big as the local Ray a
+    run would start on this machine. test_run_then_rerun_runs_nothing_then_export keeps the local Ray of README
+    command 1."""
+    with ray_head(f"--num-cpus={os.cpu_count()}", "--num-gpus=0") as address:
+        yield ("--ray-address", address)
 
 
 def test_console_script_is_installed():
@@ -55,7 +65,8 @@ def test_plan_over_budget_exits_1_and_records_no_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     out = wavesweep("run", str(write_spec(tmp_path / "s.yaml", spec)), "--store", url)
     assert out.returncode == 1 and "strategy.max_runs: the full factorial x seeds needs 12 runs" in out.stderr
-    assert Store(url).study_names() == []
+    # Refused before Ray started (the wave size is in the spec) and before the store file was created.
+    assert "Ray" not in out.stdout + out.stderr and not (tmp_path / "store.db").exists()
 
 
 def test_run_then_rerun_runs_nothing_then_export(tmp_path):
@@ -89,10 +100,10 @@ def test_run_then_rerun_runs_nothing_then_export(tmp_path):
     assert status.returncode == 0 and "full factorial, block 3 of 3" in status.stdout
 
 
-def test_resume_reruns_only_unfinished_cells(tmp_path):
+def test_resume_reruns_only_unfinished_cells(tmp_path, joined):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     spec_path = write_spec(tmp_path / "toy.yaml", synthetic_spec())
-    assert wavesweep("run", str(spec_path), "--store", url).returncode == 0
+    assert wavesweep("run", str(spec_path), "--store", url, *joined, env=AUTH).returncode == 0
     before = {int(r["run_id"]): r for r in export_rows(url, "toy")}
     # What a driver killed mid-wave leaves behind: runs stuck in RUNNING, and one that crashed.
     db = Store(url)
@@ -102,7 +113,7 @@ def test_resume_reruns_only_unfinished_cells(tmp_path):
         conn.execute(text("UPDATE runs SET status = 'PENDING', attempts = 0 WHERE id = 12"))
     db.close()
 
-    again = wavesweep("run", str(spec_path), "--store", url)
+    again = wavesweep("run", str(spec_path), "--store", url, *joined, env=AUTH)
     assert again.returncode == 0, again.stderr
     assert "Ran 4 runs" in again.stdout and "resume of wave 2" in again.stdout and "resume of wave 3" in again.stdout
     after = {int(r["run_id"]): r for r in export_rows(url, "toy")}
@@ -117,11 +128,11 @@ def test_resume_reruns_only_unfinished_cells(tmp_path):
             assert row == before[run_id]
 
 
-def test_failed_and_diverged_runs_are_recorded_and_the_study_finishes(tmp_path):
+def test_failed_and_diverged_runs_are_recorded_and_the_study_finishes(tmp_path, joined):
     spec = synthetic_spec(seeds=[0])
     spec["fixed"].update(fail_if={"x": 2, "y": 0.1}, diverge_if={"x": 2, "y": 0.5})
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    out = wavesweep("run", str(write_spec(tmp_path / "toy.yaml", spec)), "--store", url)
+    out = wavesweep("run", str(write_spec(tmp_path / "toy.yaml", spec)), "--store", url, *joined, env=AUTH)
     assert out.returncode == 0, out.stderr
     rows = {(r["param.x"], r["param.y"]): r for r in export_rows(url, "toy")}
     assert rows[("2", "0.1")]["status"] == "FAILED" and rows[("2", "0.1")]["error_kind"] == "exception"
@@ -138,11 +149,11 @@ def test_failed_and_diverged_runs_are_recorded_and_the_study_finishes(tmp_path):
 
 
 @pytest.mark.postgres
-def test_study_on_postgresql(tmp_path, pg_url):
+def test_study_on_postgresql(tmp_path, pg_url, joined):
     spec_path = write_spec(tmp_path / "toy.yaml", synthetic_spec())
-    out = wavesweep("run", str(spec_path), "--store", pg_url)
+    out = wavesweep("run", str(spec_path), "--store", pg_url, *joined, env=AUTH)
     assert out.returncode == 0, out.stderr
     rows = export_rows(pg_url, "toy")
     assert len(rows) == 12 and {r["status"] for r in rows} == {"COMPLETE"}
-    again = wavesweep("run", str(spec_path), "--store", pg_url)
+    again = wavesweep("run", str(spec_path), "--store", pg_url, *joined, env=AUTH)
     assert "nothing to run" in again.stdout

@@ -2,78 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import synthetic_spec, write_spec
+from tests.ray_nodes import AUTH
+from tests.ray_nodes import ray_head as start_head
 from tests.test_cli import export_rows, wavesweep
 
 pytestmark = pytest.mark.slow
-# `ray start` (2.5x) turns token authentication on; clients must opt in (RAY_AUTH_MODE=token) and send the token.
-# The test writes a token of its own (RAY_AUTH_TOKEN_PATH), so nothing depends on ~/.ray of the machine.
-_TOKEN_DIR = tempfile.mkdtemp(prefix="ray-token-", dir="/tmp")
-_TOKEN = Path(_TOKEN_DIR) / "token"
-_TOKEN.write_text(secrets.token_hex(32))
-_TOKEN.chmod(0o600)
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_TOKEN)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head with 4 logical GPUs on a port of its own (Redis holds 6379 on our machines)."""
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray = Path(sys.executable).parent / "ray"
-    head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=4", "--num-gpus=4",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **AUTH},
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:  # poll until the GCS answers
-            probe = subprocess.run([str(ray), "status", f"--address={address}"], capture_output=True, text=True,
-                                   env={**os.environ, **AUTH})
-            if probe.returncode == 0 and "GPU" in probe.stdout:
-                break
-            assert head.poll() is None, f"ray start exited with {head.returncode}"
-            time.sleep(1)
-        else:
-            pytest.fail(f"ray head at {address} did not come up in 90 s: {probe.stderr[-2000:]}")
+    """A Ray head with 4 logical GPUs."""
+    with start_head("--num-cpus=4", "--num-gpus=4") as address:
         yield address
-    finally:
-        stop_ray(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def stop_ray(process: subprocess.Popen) -> None:
-    """Stop a `ray start --block` node: SIGTERM to it alone stops its own processes in seconds (SIGTERM to the whole
-    group leaves the GCS lingering for a minute); then SIGKILL whatever of its group outlived it."""
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_run_joins_a_cluster_and_places_one_run_per_gpu(tmp_path, ray_head):

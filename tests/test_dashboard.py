@@ -57,9 +57,9 @@ def build_store(directory: Path, specs: list[dict] | None = None) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("dashboard"))
+@pytest.fixture
+def filled(dashboard_store):
+    return dashboard_store
 
 
 def render(url: str, monkeypatch, view: str = "Studies", study: str | None = None, **query: str):

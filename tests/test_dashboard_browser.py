@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.test_dashboard import build_store, study_specs
+from tests.ray_nodes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,17 +45,12 @@ def browser():
     driver.quit()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """`wavesweep dashboard` on a free port over the 2^3 study with an x:y interaction; its URL."""
+def served(tmp_path_factory, dashboard_store):
+    """`wavesweep dashboard` on a free port over the dashboard tests' store (its 2^3 study "effects" has an x:y
+    interaction); its URL."""
     directory = tmp_path_factory.mktemp("browser")
-    url = build_store(directory, study_specs()[:1])
+    url = dashboard_store
     port = free_port()
     log = (directory / "server.log").open("w")
     # Its own process group: `wavesweep dashboard` starts Streamlit as a child, and both must stop at the end.

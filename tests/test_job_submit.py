@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.store import Store
 from tests.conftest import REPO, write_spec
 from tests.test_cli import export_rows
 
@@ -175,46 +176,57 @@ def test_readme_submit_command_is_the_one_these_tests_run():
     assert study[:-1] == command[:-1]
 
 
-def test_submitted_study_runs_one_run_per_gpu_of_the_cluster(tmp_path):
-    store = f"sqlite:///{tmp_path / 'store.db'}"  # absolute: the job's working dir is a temporary copy
-    with ray_head(store) as head:
-        # As cluster/README.md says: a client needs RAY_AUTH_MODE=token and the cluster's own token.
-        no_mode = {k: v for k, v in head.client_env.items() if k != "RAY_AUTH_MODE"}
-        other_token = tmp_path / "other_token"
-        other_token.write_text(secrets.token_hex(32))
-        for env, answer in ((no_mode, "Authentication required"), ({**head.client_env, "RAY_AUTH_TOKEN_PATH":
-                                                                    str(other_token)}, "Forbidden")):
-            refused = subprocess.run([RAY, "job", "list", "--address", head.address], env=env, capture_output=True,
-                                     text=True, timeout=60, check=False)
-            assert refused.returncode == 1 and answer in refused.stderr, refused.stderr[-2000:]
-        out, job = head.submit(SMOKE)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        assert f"Job '{job}' succeeded" in out.stderr + out.stdout
-        assert f"Job '{job}' succeeded" in head.status(job)  # `ray job status` prints SUCCEEDED so
-        logs = head.logs(job)
-        assert "Ran 16 runs (16 per wave, mode grid)." in logs
-        assert "Results: sqlite:///" in logs
-        assert str(tmp_path) not in head.job_list()  # the store was never part of the job
-    check_smoke_study(store)
+@pytest.fixture(scope="module")
+def sqlite_head(tmp_path_factory):
+    """One head for the SQLite tests (a head costs seconds to start); yields (head, the store's file)."""
+    db = tmp_path_factory.mktemp("submit") / "store.db"
+    with ray_head(f"sqlite:///{db}") as head:  # absolute: the job's working dir is a temporary copy
+        yield head, db
 
 
-def test_bad_spec_fails_the_job_with_the_field_and_writes_nothing(tmp_path):
+def test_bad_spec_fails_the_job_with_the_field_and_writes_nothing(tmp_path, sqlite_head):
     spec = yaml.safe_load((REPO / SMOKE).read_text())
     spec["study"] = "cluster-smoke-bad"
     spec["factors"]["y"] = {"levels": [0.1, -0.001], "scale": "log"}
     # An absolute path outside the uploaded working dir: the job runs on this machine, so it reads it there.
     bad = write_spec(tmp_path / "bad.yaml", spec)
-    db = tmp_path / "store.db"
-    with ray_head(f"sqlite:///{db}") as head:
-        out, job = head.submit(str(bad))
-        assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
-        assert f"Job '{job}' failed" in out.stderr + out.stdout
-        status = head.status(job)
-        assert f"Job '{job}' failed" in status and "failed with exit code 1" in status
-        logs = head.logs(job)
-        assert BAD_MESSAGE in logs
-        assert "Traceback" not in logs
-    assert not db.exists()
+    head, db = sqlite_head
+    existed = db.exists()  # the other test of this head may have run first
+    out, job = head.submit(str(bad))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"Job '{job}' failed" in out.stderr + out.stdout
+    status = head.status(job)
+    assert f"Job '{job}' failed" in status and "failed with exit code 1" in status
+    logs = head.logs(job)
+    assert BAD_MESSAGE in logs
+    assert "Traceback" not in logs
+    assert db.exists() == existed
+    if existed:
+        reader = Store(f"sqlite:///{db}")
+        assert "cluster-smoke-bad" not in reader.study_names()
+        reader.close()
+
+
+def test_submitted_study_runs_one_run_per_gpu_of_the_cluster(tmp_path, sqlite_head):
+    head, db = sqlite_head
+    # As cluster/README.md says: a client needs RAY_AUTH_MODE=token and the cluster's own token.
+    no_mode = {k: v for k, v in head.client_env.items() if k != "RAY_AUTH_MODE"}
+    other_token = tmp_path / "other_token"
+    other_token.write_text(secrets.token_hex(32))
+    for env, answer in ((no_mode, "Authentication required"), ({**head.client_env, "RAY_AUTH_TOKEN_PATH":
+                                                                str(other_token)}, "Forbidden")):
+        refused = subprocess.run([RAY, "job", "list", "--address", head.address], env=env, capture_output=True,
+                                 text=True, timeout=60, check=False)
+        assert refused.returncode == 1 and answer in refused.stderr, refused.stderr[-2000:]
+    out, job = head.submit(SMOKE)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"Job '{job}' succeeded" in out.stderr + out.stdout
+    assert f"Job '{job}' succeeded" in head.status(job)  # `ray job status` prints SUCCEEDED so
+    logs = head.logs(job)
+    assert "Ran 16 runs (16 per wave, mode grid)." in logs
+    assert "Results: sqlite:///" in logs
+    assert str(db.parent) not in head.job_list()  # the store was never part of the job
+    check_smoke_study(f"sqlite:///{db}")
 
 
 @pytest.mark.postgres

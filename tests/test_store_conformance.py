@@ -1,6 +1,6 @@
 """Store conformance under load and at its edges, on SQLite and PostgreSQL (the ``store_url`` fixture).
 
-Concurrent writers (16 processes x 200 writes through the Store API), non-finite and extreme floats, the schema
+Concurrent writers (8 processes x 200 writes through the Store API), non-finite and extreme floats, the schema
 created exactly once when many processes open an empty store at the same moment, an out-of-date schema refused with
 the exact upgrade command, and readers that never create or change anything.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-WRITERS = 16
+WRITERS = 8  # studies (drivers) writing one store at once; each is a spawned process, seconds of imports
 CELLS = 100  # each writer: per cell one add_curve_points and one finish_run -> 200 write transactions
 OPENERS = 8
 
@@ -165,7 +165,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(store_url):
                  for table in ("studies", "waves", "runs", "run_metrics", "curve_points")}
         assert count == {"studies": WRITERS, "waves": WRITERS, "runs": WRITERS * CELLS,
                          "run_metrics": WRITERS * CELLS, "curve_points": WRITERS * CELLS}
-        # every one of the 3200 written rows once, with its value
+        # every written row once, with its value
         metrics = conn.execute(text("SELECT r.cell_key, m.value FROM run_metrics m JOIN runs r ON r.id = m.run_id "
                                     "WHERE m.name = 'loss' AND m.kind = 'finite'")).all()
         points = conn.execute(text("SELECT r.cell_key, c.step, c.value FROM curve_points c "
