@@ -558,9 +558,10 @@ def main(argv: list[str] | None = None) -> None:
 
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = "1"  # inherited by the workers before they import torch and numpy
-        # A fresh process per task (max_tasks_per_child=1): a process that had run other tasks gave the same task
-        # another result (waves' llm_finetune median 0.042 against 0.027 in fresh processes, same seeds), so some
-        # library state outlives a task; fresh processes reproduce a task exactly, at a few seconds of imports each.
+        # A fresh process per task (max_tasks_per_child=1), so no library state can pass from one task to the next,
+        # at a few seconds of imports each. (Suspected once, from a throwaway script's llm_finetune median of 0.027
+        # against the bench's 0.042; not confirmed: runs with reused and with fresh workers gave every regret to the
+        # digit, docs/benchmarks.md.)
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init, max_tasks_per_child=1) as pool:
             futures = [pool.submit(_task, task) for task in tasks]
