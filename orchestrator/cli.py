@@ -455,7 +455,7 @@ def _print_best(runs: list[dict], metric: str, goal: str, top: int = 5) -> None:
                       highlight=False)
     elif len(unknown):
         console.print(f"{len(unknown)} cell(s) with one seed cannot be told from it.", highlight=False)
-    console.print(f"Rule: {TIE_RULE}.", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"Rule: {TIE_RULE}.", highlight=False, markup=False)  # prose: folds at the width, at spaces
 
 
 def _vs_best(row) -> str:

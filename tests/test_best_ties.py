@@ -62,6 +62,8 @@ def test_status_names_the_cells_within_the_noise_of_the_best(url):
     assert all(line.startswith("  opt=") and " p = " in line for line in tied)
     assert not lines[start + 4].startswith("  ")  # and no more: e and f are distinguishable
     assert "Rule: Welch t-test of each cell's mean against the best's over seeds, two-sided, p >= 0.05" in text
+    rule = lines.index(next(line for line in lines if line.startswith("Rule: ")))
+    assert all(len(line) <= 80 for line in lines[rule:rule + 3])  # folded at 80 columns, not one long line
 
 
 def test_status_json_marks_each_cell_against_the_best(url):
