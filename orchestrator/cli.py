@@ -107,16 +107,16 @@ def run(
     from orchestrator.strategies import STRATEGIES, create_strategy, wave_size
 
     spec = load_spec(spec_path)
-    if spec.strategy.mode != "auto":  # auto is resolved under Ray, and run_study checks it there
-        for extra in STRATEGIES[spec.strategy.mode].extras:
-            require(extra)  # before Ray starts or any file is written
+    # Before Ray starts or any file is written: the strategy's extras, and its budget where the spec gives the wave
+    # size (which also resolves `auto`). Otherwise only the cluster knows the size, and run_study checks there.
     if (size := wave_size(spec, None)) is not None:
-        # The wave size is in the spec, so the strategy and its budget are known without the cluster: a study they
-        # refuse is refused before Ray starts (run_study checks again, for a size that only the cluster gives).
         strategy = create_strategy(spec, size)
-        for extra in strategy.extras:  # mode auto resolved by the size too
+        for extra in strategy.extras:
             require(extra)
         strategy.check_budget(size)
+    elif spec.strategy.mode != "auto":
+        for extra in STRATEGIES[spec.strategy.mode].extras:
+            require(extra)
     url = resolve_url(store)
     # A new store file waits until the cluster is known to hold a run: a study refused there leaves no file behind.
     db = None if is_new_file(url) else Store(url)

@@ -57,11 +57,6 @@ def build_store(directory: Path, specs: list[dict] | None = None) -> str:
     return url
 
 
-@pytest.fixture
-def filled(dashboard_store):
-    return dashboard_store
-
-
 def render(url: str, monkeypatch, view: str = "Studies", study: str | None = None, **query: str):
     """The app after one run on ``url`` (given as $WAVESWEEP_STORE, as `wavesweep dashboard` passes it)."""
     from streamlit.testing.v1 import AppTest
@@ -108,17 +103,17 @@ def texts(at) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["effects", "failing", "adaptive"])
-def test_every_view_renders_with_its_elements(filled, monkeypatch, study):
-    runs = Store(filled, writer=False).runs(study)
+def test_every_view_renders_with_its_elements(dashboard_store, monkeypatch, study):
+    runs = Store(dashboard_store, writer=False).runs(study)
     for view in VIEWS:
-        at = render(filled, monkeypatch, view, study)
+        at = render(dashboard_store, monkeypatch, view, study)
         assert at.sidebar.radio(key="view").value == view and at.sidebar.selectbox(key="study").value == study
         if view == "Studies":
             table = at.dataframe[0].value
             assert list(table["study"]) == ["effects", "failing", "adaptive"]
             # The grids' runs, and the adaptive study's (its waves, designed or proposed, and the replicates the
             # driver added to fill idle devices: how many depends on the strategy's decisions and on timing).
-            adaptive = len(Store(filled, writer=False).runs("adaptive"))
+            adaptive = len(Store(dashboard_store, writer=False).runs("adaptive"))
             assert metrics(at)["studies"] == "3" and metrics(at)["runs"] == str(16 + 12 + adaptive)
             assert set(table["state"]) == {"stopped"}
         elif view == "Overview":
@@ -127,7 +122,7 @@ def test_every_view_renders_with_its_elements(filled, monkeypatch, study):
             assert titles(at)[1].startswith("Run timeline: one lane per CPU slot")
             # Waves the driver counted idle time for show its figure; the others the run-time estimate.
             idle = next(df.value for df in at.dataframe if "source" in df.value.columns)
-            counted = {w["number"]: w["idle_s"] for w in Store(filled, writer=False).waves(study)}
+            counted = {w["number"]: w["idle_s"] for w in Store(dashboard_store, writer=False).waves(study)}
             for wave, source, seconds in zip(idle["wave"], idle["source"], idle["idle_s"]):
                 assert source == ("run times" if counted[wave] is None else "driver")
                 assert counted[wave] is None or seconds == pytest.approx(counted[wave])
@@ -144,7 +139,7 @@ def test_every_view_renders_with_its_elements(filled, monkeypatch, study):
         elif view == "Interactions":
             assert titles(at)[0].startswith("Interaction ") and titles(at)[1].startswith("Interactions: |effect|")
         else:
-            waves = Store(filled, writer=False).waves(study)
+            waves = Store(dashboard_store, writer=False).waves(study)
             shown = [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown if m.value.startswith("**Wave ")]
             assert len(shown) == len(waves) and all(w["reason"] in s for w, s in zip(waves, shown))
             assert "Stopped" in at.info[0].value
@@ -152,16 +147,16 @@ def test_every_view_renders_with_its_elements(filled, monkeypatch, study):
 
 
 @pytest.mark.slow
-def test_effects_and_interactions_show_the_true_terms(filled, monkeypatch):
+def test_effects_and_interactions_show_the_true_terms(dashboard_store, monkeypatch):
     # loss = x + 2 z + 3 x*y + noise: x, z and x:y are significant, and x:y is the interaction to plot.
-    at = render(filled, monkeypatch, "Effects", "effects")
+    at = render(dashboard_store, monkeypatch, "Effects", "effects")
     table = at.dataframe[0].value
     assert set(table.loc[table["significant"], "term"]) == {"x", "z", "x:y"}
     assert table["term"].iloc[0] == "x:y"  # largest standardised effect first
     pareto = charts(at)[0]
     assert [shape["line"]["dash"] for shape in pareto["layout"]["shapes"]] == ["dash", "dot"]  # alpha, Bonferroni
     assert "Fitted: all 16 runs" in texts(at)
-    at = render(filled, monkeypatch, "Interactions", "effects")
+    at = render(dashboard_store, monkeypatch, "Interactions", "effects")
     assert (at.selectbox(key="factor_a").value, at.selectbox(key="factor_b").value) == ("x", "y")
     plot = charts(at)[0]
     assert plot["layout"]["title"]["text"] == "Interaction x × y: mean loss (95% CI)"
@@ -174,31 +169,31 @@ def test_effects_and_interactions_show_the_true_terms(filled, monkeypatch):
 
 
 @pytest.mark.slow
-def test_failed_runs_are_counted_listed_and_leave_gaps(filled, monkeypatch):
-    at = render(filled, monkeypatch, "Overview", "failing")
+def test_failed_runs_are_counted_listed_and_leave_gaps(dashboard_store, monkeypatch):
+    at = render(dashboard_store, monkeypatch, "Overview", "failing")
     assert metrics(at)["failed or diverged"] == "4" and metrics(at)["complete"] == "8"
-    at = render(filled, monkeypatch, "Runs", "failing")
+    at = render(dashboard_store, monkeypatch, "Runs", "failing")
     at.multiselect(key="runs_status").set_value(["FAILED"]).run()
     failed = at.dataframe[0].value
     assert len(failed) == 2 and set(failed["error_kind"]) == {"exception"}
     assert all("fail_if matched" in m for m in failed["error_message"])
-    at = render(filled, monkeypatch, "Interactions", "failing")
+    at = render(dashboard_store, monkeypatch, "Interactions", "failing")
     shown = texts(at)
     assert "No usable run at: x=1, y=0.1; x=2, y=0.5." in shown
     assert at.dataframe[0].value["note"].tolist() == ["aliased"]  # the missing cells confound x:y
 
 
 @pytest.mark.slow
-def test_adaptive_waves_fit_the_latest_region_or_all_runs(filled, monkeypatch):
+def test_adaptive_waves_fit_the_latest_region_or_all_runs(dashboard_store, monkeypatch):
     # The region is the latest *designed* wave's, and both scopes fit designed waves' runs only: a wave the
     # strategy proposed (a model's batch, a space-filling sample) is no design (tests/test_designed_proposed.py
     # checks the counts on a study built for it).
     from orchestrator.wave_kinds import is_designed
 
-    store = Store(filled, writer=False)
+    store = Store(dashboard_store, writer=False)
     waves, runs = store.waves("adaptive"), store.runs("adaptive")
     designed = {w["number"] for w in waves if is_designed(w["design"])}
-    at = render(filled, monkeypatch, "Effects", "adaptive")
+    at = render(dashboard_store, monkeypatch, "Effects", "adaptive")
     assert at.sidebar.radio(key="scope").value == "latest"
     assert f"Fitted: runs inside wave {max(designed)}'s region" in texts(at)
     at.sidebar.radio(key="scope").set_value("all").run()
