@@ -374,6 +374,24 @@ def dashboard(
     os.execve(sys.executable, command, env)
 
 
+@app.command()
+def models(rank: Annotated[int, typer.Option(min=1, help="LoRA rank for the trainable counts.")] = 16) -> None:
+    """The released Qwen3.5 sizes: parameters, LoRA trainable parameters per target preset, and the memory estimate
+    per method that resources.gpus_per_run: auto packs by. Counted on the meta device: nothing is downloaded."""
+    from orchestrator.extras import require
+    from orchestrator.packing import memory_gb
+
+    require("qwen")
+    from experiments.qwen35.counts import released_counts
+
+    for row in released_counts(rank):
+        lora = "; ".join(f"{preset} {count:,}" for preset, count in row.lora.items())
+        console.print(f"{row.model}: {row.params:,} parameters (language model)\n"
+                      f"  LoRA rank {rank} trainable: {lora}\n"
+                      f"  memory estimate: LoRA {memory_gb(row.model, 'lora'):.1f} GB, "
+                      f"full {memory_gb(row.model, 'full'):.1f} GB", highlight=False, soft_wrap=True, markup=False)
+
+
 @db_app.command("upgrade")
 def db_upgrade(store: StoreOpt = None) -> None:
     """Bring the store's schema to this wavesweep's version (back the database up first)."""

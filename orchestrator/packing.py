@@ -7,11 +7,12 @@ comes from a memory estimate per model size and method, calibrated on Qwen3.5 bf
 - weights: 2 bytes per parameter in bf16;
 - LoRA / inference: weights x 1.2 (activations, adapter, its optimizer state, allocator slack) + 1 GB (CUDA
   context and kernels);
-- full fine-tuning with AdamW: 16 bytes per parameter (bf16 weights and gradients, fp32 master weights and the two
-  moments) x 1.2 + 1 GB.
+- full fine-tuning with AdamW: 16 bytes per parameter (fp32 master weights and gradients, and the two fp32 moments:
+  what ``experiments/qwen35/precision.py`` keeps; the bf16 copies autocast makes are transient) x 1.2 + 1 GB.
 
-These are planning figures, not measurements (no GPU was lent to the task that wrote them): a run that needs
-more raises CUDA out-of-memory, which the executor retries alone on a whole GPU.
+These are planning figures without activations, which grow with batch x sequence length (``bench/real_size.py``
+measures a run against them; docs/benchmarks.md has the figures): a run that needs more raises CUDA out-of-memory,
+which the executor retries alone on a whole GPU.
 
 A share is a power-of-two fraction (1, 1/2, 1/4, 1/8: fractions that tile a GPU exactly, so Ray never strands a
 sliver) with 10% of the memory kept free; a run that needs more than a quarter of a GPU's memory gets it alone:

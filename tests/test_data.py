@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
 
 from experiments.qwen35.data import (
     IGNORE_INDEX,
@@ -23,7 +25,7 @@ from experiments.qwen35.data import (
     make_arithmetic,
     parse_final_answer,
 )
-from experiments.qwen35.tiny import VOCAB, build_tiny_model, build_tokenizer
+from experiments.qwen35.tiny import CHAT_TEMPLATE, VOCAB, build_tiny_model, build_tokenizer
 
 GSM8K_CARD = """---
 configs:
@@ -217,6 +219,22 @@ def test_chat_encoding_labels_only_the_completion(tokenizer, enable_thinking, co
     assert tokenizer.decode(batch["input_ids"][0][mask == 1]) == prompt + completion
     padding = batch["attention_mask"] == 0
     assert padding[0].any() and (batch["labels"][padding] == IGNORE_INDEX).all()
+
+
+def test_chat_tokenizer_whose_eos_ends_the_turn_trains_one_end_marker():
+    """Qwen3.5's chat tokenizers end a turn with their EOS, <|im_end|>: the completion ends there, once, not with
+    the template's newline and a second <|im_end|>."""
+    vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    qwen = Qwen3_5Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    qwen.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    qwen.chat_template = CHAT_TEMPLATE
+    batch = encode_for_training(qwen, [{"question": "3+4=", "answer": "7\n#### 7"}], chat=True)
+    labels = batch["labels"][0]
+    assert qwen.decode(labels[labels != IGNORE_INDEX]) == "7\n#### 7<|im_end|>"
+    plain = encode_for_training(qwen, [{"question": "3+4=", "answer": "7"}])["labels"][0]
+    assert qwen.decode(plain[plain != IGNORE_INDEX]) == "7<|im_end|>"  # without chat, EOS is appended as before
 
 
 def test_max_seq_len_cuts_the_completion_and_drops_prompts_that_fill_it(tokenizer):

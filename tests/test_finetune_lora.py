@@ -45,7 +45,7 @@ def test_a_lora_run_leaves_the_cached_base_model_bit_identical():
 
 
 def test_warm_reuse_gives_the_metrics_of_a_cold_run():
-    timing = {"train_tokens_per_s", "load_s", "peak_mem_mb", "warm"}
+    timing = {"train_tokens_per_s", "load_s", "peak_mem_mb", "train_peak_mem_mb", "eval_peak_mem_mb", "warm"}
     cold = run(LORA, warm_reuse=False)
     run({**LORA, "learning_rate": 3e-3}, warm_reuse=True)  # another run primes the cache with the base model
     warm = run(LORA, warm_reuse=True)

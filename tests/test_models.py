@@ -14,7 +14,7 @@ from transformers import Qwen3_5Config, Qwen3_5ForCausalLM, Qwen3_5ForConditiona
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
 
-from experiments.qwen35 import models
+from experiments.qwen35 import kernels, models
 from experiments.qwen35.models import (
     BaseModelCache,
     fingerprint,
@@ -126,7 +126,7 @@ def test_tiny_name_builds_the_seeded_model_in_eval_mode():
     loaded = load_model_and_tokenizer("tiny", seed=3, dtype="bf16")
     assert loaded.info == models.LoadInfo(
         source="tiny", path=None, dtype="bfloat16", device="cpu", load_s=loaded.info.load_s,
-        fast_kernels=models.fast_kernels_available(), from_vl_checkpoint=False,
+        fast_kernels=0, from_vl_checkpoint=False,
     )
     assert not loaded.model.training
     expected = {name: value.to(torch.bfloat16) for name, value in build_tiny_model("tiny", seed=3).state_dict().items()}
@@ -226,17 +226,18 @@ def test_checkpoint_that_does_not_match_its_config_is_refused_not_left_random(tm
 
 
 def test_slow_kernel_warning_is_given_once_and_only_for_cuda(monkeypatch):
-    monkeypatch.setattr(models, "fast_kernels_available", lambda: False)
+    monkeypatch.setattr(kernels, "_importable", lambda package, internal, name: package == "fla")
     models._warn_slow_kernels.cache_clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # so that only the loader's own once-per-process rule is tested
-            assert models._check_kernels("cpu") is False
+            assert models._check_kernels("cpu") == 0
             assert not caught
-            models._check_kernels("cuda")
+            assert models._check_kernels("cuda") == 2  # fla's two: the delta rule, chunked and recurrent
             models._check_kernels("cuda:0")
-        assert [str(warning.message) for warning in caught] == [models.SLOW_KERNELS_WARNING]
-        assert "reference PyTorch implementation, which is slower" in models.SLOW_KERNELS_WARNING
+        assert [str(warning.message) for warning in caught] == [models.SLOW_KERNELS_WARNING.format(
+            device="cuda", missing="causal_conv1d_fn, causal_conv1d_update")]
+        assert "reference PyTorch implementation of causal_conv1d_fn" in str(caught[0].message)
     finally:
         models._warn_slow_kernels.cache_clear()
 

@@ -211,9 +211,10 @@ def encode_for_training(
 
     The prompt is the question, or with ``chat`` the question in the chat template up to and including the
     assistant's generation prompt. The completion is the answer, and with ``chat`` also what the template writes
-    after it (``<|im_end|>\\n``), so that the model learns to end its turn. EOS follows unless the completion
-    already ends with it. Labels are ``IGNORE_INDEX`` on the prompt and on padding, so the loss (and eval_loss) is
-    over the completion alone: the questions are given, and fitting them would only add noise to the curves.
+    after it (``<|im_end|>\\n``), so that the model learns to end its turn. EOS follows, unless the completion holds
+    it already (a chat tokenizer's EOS is the end-of-turn marker): the completion then ends at it, once. Labels are
+    ``IGNORE_INDEX`` on the prompt and on padding, so the loss (and eval_loss) is over the completion alone: the
+    questions are given, and fitting them would only add noise to the curves.
 
     ``max_seq_len`` cuts a sequence's completion from the end; an example whose prompt alone fills
     ``max_seq_len`` would have no label left, so it is dropped with a warning that counts the dropped examples
@@ -223,8 +224,7 @@ def encode_for_training(
     completions = [_completion_text(tokenizer, e, p, chat, enable_thinking) for e, p in zip(examples, prompts)]
     sequences, label_rows = [], []
     for prompt, completion in zip(_token_ids(tokenizer, prompts), _token_ids(tokenizer, completions)):
-        if completion[-1:] != [tokenizer.eos_token_id]:
-            completion = completion + [tokenizer.eos_token_id]
+        completion = _ended(completion, tokenizer.eos_token_id)
         if max_seq_len is not None:
             if len(prompt) >= max_seq_len:
                 continue
@@ -288,6 +288,14 @@ def _completion_text(
             f"answer cannot be split off: {prompt!r} vs {conversation!r}"
         )
     return conversation[len(prompt) :]
+
+
+def _ended(completion: list[int], eos: int) -> list[int]:
+    # A chat template's end-of-turn marker is the EOS of chat tokenizers (Qwen3.5's "<|im_end|>"): the completion
+    # then ends there, once, without the newline the template writes after it or a second marker.
+    if eos in completion:
+        return completion[: completion.index(eos) + 1]
+    return completion + [eos]
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:

@@ -7,26 +7,31 @@ timings (``train_tokens_per_s``, ``load_s``) and memory figures.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import get_scheduler
 
 from orchestrator.context import Diverged, RunContext
 
-from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
+from .data import IGNORE_INDEX, encode_for_training, load_examples
+from .inference import greedy_exact_match
 from .lora import apply_lora, count_wrapped, remove_lora
-from .models import LoadedModel, load_model_and_tokenizer, peak_memory_mb, reset_peak_memory, warm_cache
+from .loss import answer_loss
+from .models import INITS, LoadedModel, PeakMemory, load_model_and_tokenizer, synchronize, warm_cache
 from .params import Param, resolve_params
+from .precision import Precision
 from .tiny import SIZES
 
 PARAMS = {
     "model": Param("tiny", str, "a tiny size name, a local directory or a hub id (Qwen/Qwen3.5-0.8B ...)"),
-    "dtype": Param("auto", str, "auto: bfloat16 on CUDA, float32 on CPU"),
+    "dtype": Param("auto", str, "compute dtype under autocast; auto: bfloat16 on CUDA, float32 on CPU. Full "
+                   "fine-tuning keeps float32 master weights, LoRA a base in this dtype"),
     "method": Param("lora", str, "lora | full", choices=("lora", "full")),
     "lora_rank": Param(16, int, "LoRA rank r", low=1),
     "lora_alpha": Param(32.0, float, "LoRA alpha (scale alpha / r)", low=0.0, low_open=True),
@@ -52,10 +57,13 @@ PARAMS = {
     "batch_size": Param(16, int, "sequences per micro-batch", low=1),
     "grad_accum": Param(1, int, "micro-batches per optimizer step", low=1),
     "max_steps": Param(60, int, "optimizer steps", low=1),
+    "gradient_checkpointing": Param(False, bool, "recompute each layer's activations in the backward pass"),
     "time_budget_s": Param(None, float, "stop training after this many seconds (a fixed-time comparison)",
                            low=0.0, low_open=True),
     "eval_every": Param(None, int, "also evaluate every N steps", low=1),
     "seed": Param(None, int, "default: the run's seed"),
+    "init": Param("pretrained", str, "pretrained | random: a released size's architecture with random weights, "
+                  "nothing downloaded (a dry run of memory and speed)", choices=INITS),
     "save": Param(True, bool, "save the adapter (LoRA) or the model (full) in the run's artifact directory"),
 }
 
@@ -72,21 +80,23 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
 
     Streams ``train_loss`` and ``lr`` about 50 times per run and ``eval_loss`` at evaluations. Raises
     ``Diverged`` when the training loss becomes NaN/inf or exceeds ``EXPLODED_LOSS``.
+
+    Cost figures: ``train_tokens_per_s`` over the optimizer steps after the first (the first carries CUDA and
+    kernel start-up: cuBLAS handles, Triton compilation and autotuning), ``train_peak_mem_mb`` over training and
+    ``eval_peak_mem_mb`` over evaluation (``peak_mem_mb`` is training's), ``load_s``.
     """
     p = resolve_params(params, PARAMS, seed=ctx.seed)
     torch.set_num_threads(ctx.num_cpus)
     device = torch.device(ctx.device)
-    reset_peak_memory(ctx.device)
+    precision = Precision.of(p["dtype"], ctx.device, p["method"])
     chat = p["chat"] if p["chat"] is not None else p["model"] not in SIZES
 
     # Only LoRA leaves the base weights as they were, so only LoRA runs may share a loaded base model.
     reuse = ctx.warm_reuse and p["method"] == "lora"
     started = time.perf_counter()
     cache = warm_cache()
-    if reuse:
-        loaded = cache.get(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["seed"])
-    else:
-        loaded = load_model_and_tokenizer(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["seed"])
+    load = cache.get if reuse else load_model_and_tokenizer
+    loaded = load(p["model"], device=ctx.device, dtype=precision.weights, seed=p["seed"], init=p["init"])
     load_s = time.perf_counter() - started
     tokenizer = loaded.tokenizer
     train = load_examples(p["dataset"], split=p["train_split"], limit=p["n_train"], seed=DATA_SEED,
@@ -98,11 +108,13 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
 
     model, wrapped = _trainable(loaded, p)
     try:
-        metrics = _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat)
+        metrics = _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat, precision)
         if p["save"] and ctx.artifact_dir:
             model.save_pretrained(ctx.artifact_dir)  # LoRA: the adapter only; full: the whole model
             tokenizer.save_pretrained(ctx.artifact_dir)
     finally:
+        if p["gradient_checkpointing"]:
+            model.gradient_checkpointing_disable()
         if p["method"] == "lora":
             remove_lora(model)
             if reuse:
@@ -114,21 +126,26 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
         "lora_modules": float(wrapped["modules"]),
         "load_s": load_s,
         "warm": bool(reuse and cache.last_hit),
-        "peak_mem_mb": peak_memory_mb(ctx.device),
-        "fast_kernels": bool(loaded.info.fast_kernels),
+        "fast_kernels": float(loaded.info.fast_kernels),
     }
 
 
 def _trainable(loaded: LoadedModel, p: dict) -> tuple[torch.nn.Module, dict[str, int]]:
     if p["method"] == "full":
-        return loaded.model, {"trainable": 0, "modules": 0}
-    model = apply_lora(loaded.model, rank=p["lora_rank"], alpha=p["lora_alpha"], dropout=p["lora_dropout"],
-                       targets=p["lora_targets"], seed=p["seed"])
-    trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
-    return model, {"trainable": trainable, "modules": sum(count_wrapped(model).values())}
+        model, wrapped = loaded.model, {"trainable": 0, "modules": 0}
+    else:
+        # PEFT keeps the adapters in float32 over a bfloat16 base (autocast_adapter_dtype): their updates are small.
+        model = apply_lora(loaded.model, rank=p["lora_rank"], alpha=p["lora_alpha"], dropout=p["lora_dropout"],
+                           targets=p["lora_targets"], seed=p["seed"])
+        wrapped = {"trainable": sum(t.numel() for t in model.parameters() if t.requires_grad),
+                   "modules": sum(count_wrapped(model).values())}
+    if p["gradient_checkpointing"]:
+        # Non-reentrant: gradients reach the adapters even though the checkpointed inputs need none.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, wrapped
 
 
-def _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat) -> dict[str, float]:
+def _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat, precision) -> dict[str, float]:
     if p["method"] == "full":
         torch.manual_seed(p["seed"])  # LoRA seeds in apply_lora; dropout and any sampling draw from here
     optimizer = torch.optim.AdamW(_param_groups(model, p["weight_decay"]), lr=p["learning_rate"],
@@ -136,88 +153,112 @@ def _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat) -> dict[
     scheduler = get_scheduler(
         {"constant": "constant_with_warmup"}.get(p["lr_schedule"], p["lr_schedule"]), optimizer,
         num_warmup_steps=math.ceil(p["warmup_ratio"] * p["max_steps"]), num_training_steps=p["max_steps"])
+    scaler = precision.grad_scaler()
     batches = _shuffled_batches(len(encoded["input_ids"]), p["batch_size"], p["seed"])
     report_every = max(1, p["max_steps"] // CURVE_POINTS)
+    peaks = PeakMemory(ctx.device)
+    evaluate = functools.partial(eval_loss, model, tokenizer, evals, chat, p["enable_thinking"], precision=precision)
 
-    model.train()
     window: list[float] = []
     train_loss = math.nan
-    train_seconds, train_tokens, steps = 0.0, 0, 0
+    timed_seconds, timed_tokens, elapsed, steps = 0.0, 0, 0.0, 0
     for step in range(1, p["max_steps"] + 1):
-        t0 = time.perf_counter()
-        loss_value = 0.0
-        for _ in range(p["grad_accum"]):
-            batch = _trimmed({name: tensor[next(batches)] for name, tensor in encoded.items()})
-            loss = model(**batch).loss / p["grad_accum"]
-            loss.backward()
-            loss_value += loss.item()
-            train_tokens += int(batch["attention_mask"].sum())
-        if not math.isfinite(loss_value) or loss_value > EXPLODED_LOSS:
-            raise Diverged(f"training loss {loss_value} at step {step}")
-        torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_seconds += time.perf_counter() - t0
+        with peaks.phase("train"):
+            model.train()
+            synchronize(ctx.device)
+            t0 = time.perf_counter()
+            micro = [_trimmed({name: tensor[next(batches)] for name, tensor in encoded.items()})
+                     for _ in range(p["grad_accum"])]
+            loss_value = _train_step(model, micro, precision, scaler)
+            if not math.isfinite(loss_value) or loss_value > EXPLODED_LOSS:
+                raise Diverged(f"training loss {loss_value} at step {step}")
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p["max_grad_norm"])
+            lr = scheduler.get_last_lr()[0]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            synchronize(ctx.device)
+            seconds = time.perf_counter() - t0
+        elapsed += seconds
         steps = step
+        if step > 1 or p["max_steps"] == 1:  # the first step is start-up, unless it is the only one
+            timed_seconds += seconds
+            timed_tokens += sum(int(batch["attention_mask"].sum()) for batch in micro)
 
         window.append(loss_value)
-        out_of_time = p["time_budget_s"] is not None and train_seconds >= p["time_budget_s"]
+        out_of_time = p["time_budget_s"] is not None and elapsed >= p["time_budget_s"]
         if step % report_every == 0 or step == p["max_steps"] or out_of_time:
             train_loss = sum(window) / len(window)
             ctx.report(step, train_loss=train_loss, lr=lr)
             window = []
         if p["eval_every"] and step % p["eval_every"] == 0 and step != p["max_steps"] and not out_of_time:
-            ctx.report(step, eval_loss=eval_loss(model, tokenizer, evals, chat, p["enable_thinking"]))
-            model.train()
+            with peaks.phase("eval"):
+                ctx.report(step, eval_loss=evaluate())
         if out_of_time:
             break
 
-    metrics = {
-        "eval_loss": eval_loss(model, tokenizer, evals, chat, p["enable_thinking"]),
-        "exact_match": score(model, tokenizer, evals, chat, p["enable_thinking"]),
-    }
+    with peaks.phase("eval"):
+        metrics = {"eval_loss": evaluate(), "exact_match": score(model, tokenizer, evals, chat, p["enable_thinking"],
+                                                                 precision=precision)}
     ctx.report(steps, **metrics)
     return {**metrics, "train_loss": train_loss, "steps": float(steps),
-            "train_tokens_per_s": train_tokens / train_seconds}
+            "train_tokens_per_s": timed_tokens / timed_seconds if timed_seconds > 0 else math.nan,
+            "train_peak_mem_mb": peaks.mb["train"], "eval_peak_mem_mb": peaks.mb["eval"],
+            "peak_mem_mb": peaks.mb["train"]}
+
+
+def _train_step(model, micro: list[dict[str, torch.Tensor]], precision: Precision, scaler) -> float:
+    """Forward and backward over the micro-batches of one optimizer step; returns the step's mean loss per token.
+
+    Every answer token of the step weighs the same: each micro-batch's summed loss is divided by the step's total
+    token count, so ``batch_size: b, grad_accum: k`` computes the gradient of ``batch_size: k*b``. (A mean per
+    micro-batch divided by ``k`` would weigh a micro-batch of short answers' tokens more.)
+    """
+    tokens = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in micro)
+    total = 0.0
+    for batch in micro:
+        with precision.autocast():
+            summed, _ = answer_loss(model, batch)
+        loss = summed / max(tokens, 1)
+        scaler.scale(loss).backward()
+        total += loss.item()
+    return total
 
 
 @torch.no_grad()
 def eval_loss(model, tokenizer, examples: list[dict[str, str]], chat: bool = False,
-              enable_thinking: bool = False) -> float:
-    """Mean cross-entropy per answer token over all of ``examples`` (not a mean of per-batch means)."""
+              enable_thinking: bool = False, *, precision: Precision | None = None) -> float:
+    """Mean cross-entropy per answer token over all of ``examples`` (not a mean of per-batch means).
+
+    Projects answer positions only, a chunk at a time (``loss.answer_loss``): no full-vocabulary logits.
+    """
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(examples), EVAL_BATCH):
         batch = encode_for_training(tokenizer, examples[start:start + EVAL_BATCH], chat=chat,
                                     enable_thinking=enable_thinking)
-        logits = model(input_ids=batch["input_ids"].to(model.device),
-                       attention_mask=batch["attention_mask"].to(model.device)).logits
-        labels = batch["labels"][:, 1:].to(model.device)  # position t predicts token t+1
-        total += F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                 reduction="sum").item()
-        count += int((labels != IGNORE_INDEX).sum())
+        with _autocast(precision):
+            summed, tokens = answer_loss(model, {k: v.to(model.device) for k, v in batch.items()})
+        total += summed.item()
+        count += tokens
     return total / count
+
+
+def _autocast(precision: Precision | None):
+    return precision.autocast() if precision is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()
 def score(model, tokenizer, examples: list[dict[str, str]], chat: bool = False,
-          enable_thinking: bool = False) -> float:
-    """Exact match of greedy continuations against the references (GSM8K's ``#### N``), as a fraction."""
+          enable_thinking: bool = False, *, precision: Precision | None = None) -> float:
+    """Exact match of greedy continuations against the references (GSM8K's ``#### N``), as a fraction: the
+    inference experiment's greedy decoding (``inference.greedy_exact_match``), so the two agree on one model."""
     model.eval()
-    longest = max(len(tokenizer(e["answer"], add_special_tokens=False)["input_ids"]) for e in examples)
-    max_new_tokens = longest + (16 if chat else 1)  # chat: room for the end-of-turn marker too
-    correct = 0
-    for start in range(0, len(examples), EVAL_BATCH):
-        chunk = examples[start:start + EVAL_BATCH]
-        prompts = {k: v.to(model.device) for k, v in encode_prompts(
-            tokenizer, [e["question"] for e in chunk], chat=chat, enable_thinking=enable_thinking).items()}
-        generated = model.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
-        correct += sum(exact_match(text, e["answer"]) for text, e in zip(texts, chunk))
-    return correct / len(examples)
+    with _autocast(precision):
+        return greedy_exact_match(model, tokenizer, examples, chat=chat, enable_thinking=enable_thinking,
+                                  batch_size=EVAL_BATCH, device=str(model.device))
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

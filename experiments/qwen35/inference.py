@@ -41,7 +41,15 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, Logit
 from orchestrator.context import RunContext
 
 from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
-from .models import LoadedModel, load_model_and_tokenizer, peak_memory_mb, reset_peak_memory, resolve_dtype, warm_cache
+from .models import (
+    LoadedModel,
+    load_model_and_tokenizer,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_dtype,
+    synchronize,
+    warm_cache,
+)
 from .params import Param
 from .params import resolve_params as resolve_params_of
 from .tiny import SIZES, build_tokenizer
@@ -95,12 +103,13 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     parameter of the other mode or a bad value raises ``ValueError``.
 
     decode returns ``exact_match``, ``mean_new_tokens`` (per example, up to and including its EOS),
-    ``tokens_per_s`` (those tokens per second inside ``generate``) and ``peak_mem_mb``, and reports
+    ``tokens_per_s`` (those tokens per second inside ``generate``, over the batches after the first, which carries
+    the start-up: CUDA context, kernel compilation) and ``peak_mem_mb``, and reports
     ``exact_match_so_far`` after every batch (step: the number of batches done). throughput returns ``tokens_per_s``
     (every generated token, all rows being the same length), ``latency_p50_s`` and ``latency_p95_s`` (per batch) and
     ``peak_mem_mb`` (see ``models.peak_memory_mb``). Both add ``load_s`` (seconds to get the model and adapter in this
-    run), ``warm`` (true when the base model came from the warm cache without loading) and ``fast_kernels`` (true when
-    the fused Gated DeltaNet kernels import).
+    run), ``warm`` (true when the base model came from the warm cache without loading) and ``fast_kernels`` (how many of
+    the four Gated DeltaNet kernels run fused on this device: ``kernels.fused_kernels``; 0 on the CPU).
     """
     p = resolve_params(params, ctx.seed, ctx.device)
     torch.set_num_threads(ctx.num_cpus)
@@ -111,7 +120,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
         **metrics,
         "load_s": opened.load_s,
         "warm": bool(opened.warm),
-        "fast_kernels": bool(opened.fast_kernels),
+        "fast_kernels": float(opened.fast_kernels),
     }
 
 
@@ -173,7 +182,7 @@ class _Opened:
     tokenizer: PreTrainedTokenizerBase
     load_s: float
     warm: bool
-    fast_kernels: bool
+    fast_kernels: int
 
 
 @contextmanager
@@ -266,25 +275,53 @@ def _decode(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
     # After loading: a tiny model's initialisation reseeds torch, and a warm run skips it, so only seeding here gives
     # a warm run the samples of a cold one.
     torch.manual_seed(p["seed"])
-    records, seconds = [], 0.0
-    for index, start in enumerate(range(0, len(examples), p["batch_size"]), start=1):
+    records, seconds, timed_tokens = [], 0.0, 0
+    batches = range(0, len(examples), p["batch_size"])
+    for index, start in enumerate(batches, start=1):
         chunk = examples[start : start + p["batch_size"]]
         batch = encode_prompts(
             tokenizer, [e["question"] for e in chunk], chat=p["chat"], enable_thinking=p["enable_thinking"]
         )
         new_tokens, elapsed = _generate(opened.network, batch, config, _penalty(p, batch), device)
-        seconds += elapsed
-        for example, row in zip(chunk, new_tokens):
-            records.append(_record(example, row, eos_ids, tokenizer))
+        chunk_records = [_record(example, row, eos_ids, tokenizer) for example, row in zip(chunk, new_tokens)]
+        records += chunk_records
+        if index > 1 or len(batches) == 1:  # the first batch carries the start-up, unless it is the only one
+            seconds += elapsed
+            timed_tokens += sum(r["new_tokens"] for r in chunk_records)
         ctx.report(index, exact_match_so_far=sum(r["correct"] for r in records) / len(records))
     _save_predictions(ctx.artifact_dir, records)
     generated = sum(r["new_tokens"] for r in records)
     return {
         "exact_match": sum(r["correct"] for r in records) / len(records),
         "mean_new_tokens": generated / len(records),
-        "tokens_per_s": generated / seconds,
+        "tokens_per_s": timed_tokens / seconds,
         "peak_mem_mb": peak_memory_mb(device),
     }
+
+
+def greedy_exact_match(
+    network: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict[str, str]],
+    *,
+    chat: bool,
+    enable_thinking: bool,
+    batch_size: int,
+    device: str,
+) -> float:
+    """Exact match of greedy answers under the decode mode's settings at ``temperature: 0`` (its token budget, its
+    EOS ids, its pinned repetition penalty). Fine-tuning scores with this, so a fine-tuning run's ``exact_match`` and
+    a decode run of the model it saved agree."""
+    config = _decoding_config({"temperature": 0.0}, _reference_budget(tokenizer, examples, chat, enable_thinking),
+                              tokenizer)
+    eos_ids = _eos_ids(network, tokenizer)
+    correct = 0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = encode_prompts(tokenizer, [e["question"] for e in chunk], chat=chat, enable_thinking=enable_thinking)
+        new_tokens, _ = _generate(network, batch, config, None, device)
+        correct += sum(_record(e, row, eos_ids, tokenizer)["correct"] for e, row in zip(chunk, new_tokens))
+    return correct / len(examples)
 
 
 def _reference_budget(
@@ -328,10 +365,11 @@ def _generate(
 ) -> tuple[torch.Tensor, float]:
     """The generated part of every row (EOS and padding after it included), and the seconds it took."""
     inputs = {name: tensor.to(device) for name, tensor in batch.items()}
+    synchronize(device)
     started = time.perf_counter()
     with torch.no_grad():
         output = network.generate(**inputs, generation_config=config, logits_processor=processors)
-    _synchronize(device)
+    synchronize(device)
     return output[:, inputs["input_ids"].shape[1] :].cpu(), time.perf_counter() - started
 
 
@@ -400,11 +438,3 @@ def _throughput(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
         "peak_mem_mb": peak_memory_mb(device),
     }
 
-
-# --- device ------------------------------------------------------------------------------------------------------
-
-
-def _synchronize(device: str) -> None:
-    # CUDA kernels run asynchronously: without this, a timer would stop before the GPU has finished.
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)

@@ -19,12 +19,14 @@ base model it already holds instead of loading it again, provided each run prove
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,16 +42,19 @@ from transformers import (
     Qwen3_5TextConfig,
 )
 
-from .tiny import SIZES, build_tiny_model, build_tokenizer, fast_kernels_available
+from .released import released_config
+from .kernels import KERNELS, fused_kernels
+from .tiny import SIZES, build_tiny_model, build_tokenizer
 
 __all__ = [
     "BaseModelCache",
     "LoadInfo",
     "LoadedModel",
-    "fast_kernels_available",
+    "PeakMemory",
     "fingerprint",
     "load_model_and_tokenizer",
     "resolve_dtype",
+    "synchronize",
     "warm_cache",
 ]
 
@@ -62,24 +67,31 @@ DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
 }
 SLOW_KERNELS_WARNING = (
-    "the fused Gated DeltaNet kernels (flash-linear-attention `fla`, `causal_conv1d`) do not import, so Qwen3.5 runs "
-    "transformers' reference PyTorch implementation, which is slower (by how much on GPU is not measured here). Install "
-    "flash-linear-attention and causal-conv1d built for this torch and CUDA."
+    "Qwen3.5 on {device} runs transformers' reference PyTorch implementation of {missing}, because the fused kernels "
+    "do not import: slower, and its training memory grows with the sequence (docs/benchmarks.md, real sizes). "
+    "Install flash-linear-attention (the delta rule) and causal-conv1d built for this torch and CUDA (the convolution)."
 )
+NO_TOKENIZER_WARNING = (
+    "init: random: no tokenizer for {model} in the Hugging Face cache, so the character tokenizer stands in: "
+    "sequences are about 3-4 times as many tokens as with the real one (cap them with max_seq_len). Memory and "
+    "speed at a given sequence length are what the real model would show; the data's lengths are not."
+)
+INITS = ("pretrained", "random")
 # Names in the checkpoint-load report that mean a config/weights mismatch; shown up to this many.
 REPORTED_KEYS = 5
 
-Source = Literal["tiny", "local", "hub"]
+Source = Literal["tiny", "local", "hub", "random"]
 
 
 @dataclass(frozen=True)
 class LoadInfo:
     source: Source
-    path: str | None  # tiny: None (built in memory); local: the absolute directory; hub: the cache snapshot directory
+    # tiny, random: None (built in memory); local: the absolute directory; hub: the cache snapshot directory
+    path: str | None
     dtype: str  # "float32", "bfloat16", "float16"
     device: str
     load_s: float  # wall seconds for config, weights and tokenizer
-    fast_kernels: bool  # fast_kernels_available(): the fused DeltaNet kernels import (transformers uses them on CUDA)
+    fast_kernels: int  # how many of kernels.KERNELS run fused on this device (0 to 4; 0 on the CPU)
     from_vl_checkpoint: bool  # the language model of a Qwen3_5ForConditionalGeneration checkpoint
 
 
@@ -100,7 +112,8 @@ def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
 
 
 def load_model_and_tokenizer(
-    model: str, *, device: str = "cpu", dtype: str | None = None, seed: int = 0
+    model: str, *, device: str = "cpu", dtype: str | torch.dtype | None = None, seed: int = 0,
+    init: str = "pretrained",
 ) -> LoadedModel:
     """Load ``model`` (a name in ``tiny.SIZES``, a local directory, or a hub id) as a ``Qwen3_5ForCausalLM``.
 
@@ -115,11 +128,17 @@ def load_model_and_tokenizer(
     checkpoint that is not Qwen3.5 or a bad ``dtype``; ``RuntimeError`` when the checkpoint's weights do not match its
     config (missing or unexpected), rather than leaving weights randomly initialised.
     """
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
+    if init not in INITS:
+        raise ValueError(f"param 'init' must be one of {', '.join(INITS)}; got {init!r}")
     source = _source_of(model)
     fast = _check_kernels(device)
     started = time.perf_counter()
-    if source == "tiny":
+    path, from_vl = None, False
+    if init == "random" and source != "tiny":
+        network, tokenizer = _build_random(model, source, torch_dtype, device, seed)
+        source = "random"
+    elif source == "tiny":
         # The tiny model is built in float32 on the CPU, then cast and moved like any other.
         network = build_tiny_model(model, seed=seed).to(device=device, dtype=torch_dtype)
         tokenizer, path, from_vl = build_tokenizer(), None, False
@@ -139,6 +158,35 @@ def load_model_and_tokenizer(
         from_vl_checkpoint=from_vl,
     )
     return LoadedModel(network, tokenizer, info)
+
+
+def _build_random(
+    model: str, source: Source, torch_dtype: torch.dtype, device: str, seed: int
+) -> tuple[Qwen3_5ForCausalLM, PreTrainedTokenizerBase]:
+    if source == "local":
+        path = os.path.abspath(os.path.expanduser(model))
+        config, _ = _text_config(AutoConfig.from_pretrained(path), path)
+    else:
+        config = released_config(model)
+    torch.manual_seed(seed)  # also seeds CUDA's generators: the weights are initialised where they will live
+    with torch.device(device):
+        network = Qwen3_5ForCausalLM._from_config(config, dtype=torch_dtype)
+    return network, _available_tokenizer(model, source)
+
+
+def _available_tokenizer(model: str, source: Source) -> PreTrainedTokenizerBase:
+    try:
+        if source == "local":
+            return AutoTokenizer.from_pretrained(os.path.expanduser(model))
+        return AutoTokenizer.from_pretrained(model, cache_dir=_hub_cache_dir(), local_files_only=True)
+    except (OSError, ValueError):
+        _warn_no_tokenizer(model)
+        return build_tokenizer()
+
+
+@functools.cache
+def _warn_no_tokenizer(model: str) -> None:
+    warnings.warn(NO_TOKENIZER_WARNING.format(model=model), RuntimeWarning)
 
 
 def _source_of(model: str) -> Source:
@@ -242,18 +290,19 @@ def _hub_offline() -> bool:
     )
 
 
-def _check_kernels(device: str) -> bool:
-    fast = fast_kernels_available()
-    # On the CPU the fused kernels would not run anyway; on a GPU their absence halves the throughput of every run.
-    if not fast and torch.device(device).type == "cuda":
-        _warn_slow_kernels()
-    return fast
+def _check_kernels(device: str) -> int:
+    fused = fused_kernels(device)
+    missing = tuple(name for name, fast in fused.items() if not fast)
+    # On the CPU no fused kernel runs anyway; on a GPU each missing one costs every run speed (and memory).
+    if missing and torch.device(device).type == "cuda":
+        _warn_slow_kernels(torch.device(device).type, missing)
+    return len(KERNELS) - len(missing)
 
 
 @functools.cache
-def _warn_slow_kernels() -> None:
+def _warn_slow_kernels(device: str, missing: tuple[str, ...]) -> None:
     """Once per process: every run in a Ray worker would otherwise repeat it."""
-    warnings.warn(SLOW_KERNELS_WARNING, RuntimeWarning)
+    warnings.warn(SLOW_KERNELS_WARNING.format(device=device, missing=", ".join(missing)), RuntimeWarning)
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -319,7 +368,10 @@ class BaseModelCache:
         self._entry: _Entry | None = None
         self.last_hit = False  # whether the last get() handed out a held model instead of loading
 
-    def get(self, model: str, *, device: str = "cpu", dtype: str | None = None, seed: int = 0) -> LoadedModel:
+    def get(
+        self, model: str, *, device: str = "cpu", dtype: str | torch.dtype | None = None, seed: int = 0,
+        init: str = "pretrained",
+    ) -> LoadedModel:
         """The held model for this key if it may be reused, else a fresh ``load_model_and_tokenizer`` (then held).
 
         A reused model comes back as loaded: eval mode, every parameter trainable (PEFT freezes them), no gradients.
@@ -327,8 +379,8 @@ class BaseModelCache:
         self.last_hit = False
         if not self.enabled:
             self.clear()
-            return load_model_and_tokenizer(model, device=device, dtype=dtype, seed=seed)
-        key = _cache_key(model, device, dtype, seed)
+            return load_model_and_tokenizer(model, device=device, dtype=dtype, seed=seed, init=init)
+        key = _cache_key(model, device, dtype, seed, init)
         entry = self._entry
         if entry is not None and entry.key == key and self._reusable(entry):
             self.last_hit = True
@@ -338,7 +390,7 @@ class BaseModelCache:
             return entry.loaded
         # Drop the held model before loading the next: both may not fit.
         self.clear()
-        loaded = load_model_and_tokenizer(model, device=device, dtype=dtype, seed=seed)
+        loaded = load_model_and_tokenizer(model, device=device, dtype=dtype, seed=seed, init=init)
         self._entry = _Entry(key, loaded, _parameter_digests(loaded.model), _rss_bytes())
         return loaded
 
@@ -371,10 +423,12 @@ class BaseModelCache:
         return rss is None or entry.rss_at_load is None or rss - entry.rss_at_load <= self.max_rss_growth_mb * 2**20
 
 
-def _cache_key(model: str, device: str, dtype: str | None, seed: int) -> tuple:
+def _cache_key(model: str, device: str, dtype: str | torch.dtype | None, seed: int, init: str) -> tuple:
     source = _source_of(model)
     name = os.path.abspath(os.path.expanduser(model)) if source == "local" else model
-    return (name, device, resolve_dtype(dtype, device), seed if source == "tiny" else None)
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
+    random_weights = source == "tiny" or init == "random"  # weights that depend on the seed
+    return (name, device, torch_dtype, init, seed if random_weights else None)
 
 
 def _restore_as_loaded(model: Qwen3_5ForCausalLM) -> None:
@@ -414,16 +468,50 @@ def warm_cache() -> BaseModelCache:
     return _WARM_CACHE
 
 
+class PeakMemory:
+    """Peak memory per phase of a run (``train``, ``eval``), in MB: each ``phase(name)`` block restarts the device's
+    peak and folds what it reached into its phase's maximum, so phases that alternate are kept apart."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.mb: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        reset_peak_memory(self.device)
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            peak = peak_memory_mb(self.device)
+            self.mb[name] = max(self.mb.get(name, peak), peak)
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued kernels: CUDA runs them asynchronously, so a clock read without this stops
+    before the GPU has finished."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def reset_peak_memory(device: str) -> None:
+    """Start a new peak: CUDA's allocator statistics, or on Linux the process's peak resident memory (VmHWM, reset
+    through ``/proc/self/clear_refs``; where that cannot be written the peak stays the process's lifetime's)."""
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # "5" resets the peak RSS (man 5 proc)
+    except OSError:
+        pass
 
 
 def peak_memory_mb(device: str) -> float:
     """CUDA: the most memory tensors held on the device since ``reset_peak_memory`` (weights included).
 
-    CPU: the process's peak resident memory (VmHWM), which is not reset: it covers everything this process did
-    before, earlier runs in a warm worker included. NaN where ``/proc/self/status`` does not exist.
+    CPU: the process's peak resident memory (VmHWM) since ``reset_peak_memory``: everything the process holds,
+    the Python interpreter and libraries included. NaN where ``/proc/self/status`` does not exist.
     """
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20

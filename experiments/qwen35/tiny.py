@@ -7,8 +7,6 @@ names and forward code, so a study exercises the code paths that fine-tuning a r
 
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import dataclass
 
 import torch
@@ -120,18 +118,3 @@ def build_tiny_model(size: str = "tiny", seed: int = 0, vocab_size: int = len(VO
     )
     torch.manual_seed(seed)
     return Qwen3_5ForCausalLM(config)
-
-
-@functools.cache
-def fast_kernels_available() -> bool:
-    """Whether the fused Gated DeltaNet kernels (``fla``, ``causal_conv1d``) import.
-
-    Without them ``transformers`` runs its reference PyTorch implementation: correct, but slower, and equal to the
-    fused kernels only up to floating-point error, which is why runs record which path they took.
-    """
-    for package in ("fla", "causal_conv1d"):
-        try:
-            importlib.import_module(package)
-        except Exception:  # a broken install (e.g. a CUDA mismatch) is as unusable as a missing one
-            return False
-    return True
