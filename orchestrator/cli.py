@@ -92,7 +92,8 @@ def main() -> None:
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
     store: StoreOpt = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs to declare for a local Ray (logical ones are fine).")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs to declare for a local Ray (logical ones are fine; an Apple "
+                                                  "GPU, which Ray does not detect, is declared as 1).")] = None,
     ray_address: Annotated[str | None, typer.Option(
         envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting one (ray job submit sets it).")] = None,
 ) -> None:
@@ -107,6 +108,8 @@ def run(
     from orchestrator.strategies import STRATEGIES, create_strategy, wave_size
 
     spec = load_spec(spec_path)
+    if ray_address is None:
+        spec = _local_gpu_memory(spec)
     # Before Ray starts or any file is written: the strategy's extras, and its budget where the spec gives the wave
     # size (which also resolves `auto`). Otherwise only the cluster knows the size, and run_study checks there.
     if (size := wave_size(spec, None)) is not None:
@@ -209,6 +212,21 @@ def plan(
                       "is for the first wave.", highlight=False, soft_wrap=True, markup=False)
     console.print(result.size_text(), highlight=False, markup=False)
     console.print(result.cost_text(), highlight=False, soft_wrap=True, markup=False)
+
+
+def _local_gpu_memory(spec):
+    """A local run of ``gpus_per_run: auto`` whose spec leaves ``gpu_memory_gb`` unset packs by this machine's GPU."""
+    from orchestrator.local_gpu import local_gpu
+
+    resources = spec.resources
+    if resources.gpus_per_run != "auto" or "gpu_memory_gb" in resources.model_fields_set:
+        return spec
+    gpu = local_gpu()
+    if gpu is None:
+        return spec
+    console.print(f"gpus_per_run: auto packs runs for this machine's GPU, {gpu.name}: {gpu.memory_gb:.1f} GB "
+                  "(resources.gpu_memory_gb overrides).", highlight=False, soft_wrap=True, markup=False)
+    return spec.model_copy(update={"resources": resources.model_copy(update={"gpu_memory_gb": gpu.memory_gb})})
 
 
 def _history_minutes(study: str, store: str | None) -> float | None:

@@ -4,6 +4,7 @@ accumulation weighted by tokens, timing without start-up, gradient checkpointing
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -122,3 +123,62 @@ def test_gradient_checkpointing_gives_the_same_run():
     checkpointed = finetune.run({**params, "gradient_checkpointing": True}, _ctx())
     assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
     assert checkpointed["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
+
+
+def test_learning_rate_defaults_per_model_and_method(tmp_path):
+    assert finetune.resolve({"model": "tiny"}, seed=0)["learning_rate"] == 3e-3
+    assert finetune.resolve({"model": "Qwen/Qwen3.5-4B"}, seed=0)["learning_rate"] == 2e-4
+    assert finetune.resolve({"model": "Qwen/Qwen3.5-4B", "method": "full"}, seed=0)["learning_rate"] == 1e-5
+    assert finetune.resolve({"model": str(tmp_path), "learning_rate": 0.01}, seed=0)["learning_rate"] == 0.01
+
+
+class _Backend:
+    def __init__(self, available: bool):
+        self.available = available
+
+    def is_available(self) -> bool:
+        return self.available
+
+
+@pytest.mark.parametrize(("cuda", "mps", "expected"), [(True, False, "cuda"), (False, True, "mps"),
+                                                       (False, False, "cpu")])
+def test_the_device_follows_what_pytorch_sees(monkeypatch, cuda, mps, expected):
+    """Selection logic only: this machine has neither GPU, so the CUDA and MPS paths themselves are not run here."""
+    from experiments.qwen35 import device
+
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(device.torch.backends, "mps", _Backend(mps))
+    device._warn_unusable.cache_clear()
+    granted = RunContext(study="t", cell_key="c", seed=0, gpu_ids=(0,))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert device.run_device(granted) == expected
+        assert device.run_device(granted) == expected
+        assert device.run_device(_ctx()) == "cpu"  # no GPU granted: the CPU, silently
+    messages = [str(w.message) for w in caught]
+    if expected == "cpu":
+        assert len(messages) == 1 and "Ray granted this run GPU 0, but PyTorch sees neither" in messages[0]
+    else:
+        assert messages == []
+    device._warn_unusable.cache_clear()
+
+
+def test_a_granted_gpu_that_pytorch_cannot_use_runs_on_the_cpu(monkeypatch):
+    """The demo with --gpus 1 on a machine without CUDA: every run failed in a CUDA call; now it trains on the CPU."""
+    from experiments.qwen35 import device
+
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device.torch.backends, "mps", _Backend(False))
+    device._warn_unusable.cache_clear()
+    granted = RunContext(study="t", cell_key="c", seed=0, num_cpus=1, gpu_ids=(0,))
+    with pytest.warns(RuntimeWarning, match="computes on the CPU"):
+        result = finetune.run({"model": "tiny", "max_steps": 2, "n_eval": 4, "save": False}, granted)
+    assert result["steps"] == 2
+    device._warn_unusable.cache_clear()
+
+
+def test_auto_dtype_per_device():
+    from experiments.qwen35.models import resolve_dtype
+
+    assert [resolve_dtype("auto", d) for d in ("cuda", "mps", "cpu")] == [torch.bfloat16, torch.bfloat16,
+                                                                         torch.float32]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from orchestrator.errors import SpecError
@@ -181,3 +183,54 @@ def test_the_cli_refuses_a_run_larger_than_any_node_before_writing(tmp_path):
     assert "Traceback" not in out.stderr
     status = wavesweep("status", "--store", url)
     assert "toobig" not in status.stdout  # nothing recorded
+
+
+def _fake_nvidia_smi(directory, output: str, monkeypatch) -> None:
+    script = directory / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '{output}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+
+
+def test_a_local_run_packs_by_this_machines_gpu(tmp_path, monkeypatch):
+    from orchestrator.cli import _local_gpu_memory
+    from orchestrator.local_gpu import LocalGpu, local_gpu
+
+    _fake_nvidia_smi(tmp_path, "NVIDIA GeForce RTX 4090, 24564\\nNVIDIA GeForce RTX 4090, 24564\\n", monkeypatch)
+    assert local_gpu() == LocalGpu("NVIDIA GeForce RTX 4090", 24564 / 1024)
+    spec = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": "auto", "memory_gb_per_run": 5}))
+    assert run_request(spec, {}) == 1 / 8  # an 80 GB GPU holds eight
+    local = _local_gpu_memory(spec)
+    assert local.resources.gpu_memory_gb == pytest.approx(23.99, abs=0.01)
+    assert run_request(local, {}) == 1 / 4  # four 5 GB runs fit 90% of 24 GB
+    # A spec that gives the memory keeps it; a fixed share needs none.
+    given = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": "auto", "memory_gb_per_run": 5,
+                                                          "gpu_memory_gb": 40}))
+    assert _local_gpu_memory(given) is given
+    fixed = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": 0.5}))
+    assert _local_gpu_memory(fixed) is fixed
+
+
+def test_no_gpu_found_leaves_the_spec_as_it_is(tmp_path, monkeypatch):
+    from orchestrator import local_gpu as module
+    from orchestrator.cli import _local_gpu_memory
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.setattr(module.platform, "system", lambda: "Linux")
+    assert module.local_gpu() is None
+    spec = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": "auto", "memory_gb_per_run": 5}))
+    assert _local_gpu_memory(spec) is spec
+    _fake_nvidia_smi(tmp_path, "garbage", monkeypatch)
+    assert module.local_gpu() is None
+
+
+def test_an_apple_gpu_counts_three_quarters_of_unified_memory(monkeypatch, tmp_path):
+    from orchestrator import local_gpu as module
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(module.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(module.platform, "machine", lambda: "arm64")
+    sysctl = tmp_path / "sysctl"
+    sysctl.write_text(f"#!/bin/sh\necho {32 * 2**30}\n")
+    sysctl.chmod(0o755)
+    assert module.local_gpu() == module.LocalGpu("Apple GPU (unified memory)", 24.0)

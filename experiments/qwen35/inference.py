@@ -40,6 +40,7 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, Logit
 
 from orchestrator.context import RunContext
 
+from .device import run_device
 from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
 from .models import (
     LoadedModel,
@@ -111,7 +112,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     run), ``warm`` (true when the base model came from the warm cache without loading) and ``fast_kernels`` (how many of
     the four Gated DeltaNet kernels run fused on this device: ``kernels.fused_kernels``; 0 on the CPU).
     """
-    p = resolve_params(params, ctx.seed, ctx.device)
+    p = resolve_params(params, ctx.seed, run_device(ctx))
     torch.set_num_threads(ctx.num_cpus)
     with _opened_model(p, ctx) as opened:
         measure = _decode if p["mode"] == "decode" else _throughput
@@ -192,7 +193,7 @@ def _opened_model(p: dict, ctx: RunContext) -> Iterator[_Opened]:
     started = time.perf_counter()
     adapter: Adapter | None = p["adapter"]
     if adapter is not None and adapter.kind == "full":
-        loaded = _load_full_model(adapter.path, p["model"], p["dtype"], ctx.device)
+        loaded = _load_full_model(adapter.path, p["model"], p["dtype"], run_device(ctx))
         yield _Opened(loaded.model, loaded.tokenizer, time.perf_counter() - started, False, loaded.info.fast_kernels)
         return
     base, warm = _base_model(p, ctx)
@@ -207,9 +208,9 @@ def _opened_model(p: dict, ctx: RunContext) -> Iterator[_Opened]:
 def _base_model(p: dict, ctx: RunContext) -> tuple[LoadedModel, bool]:
     """The base model, and whether it came from the warm cache without loading."""
     if not ctx.warm_reuse:
-        return load_model_and_tokenizer(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["base_seed"]), False
+        return load_model_and_tokenizer(p["model"], device=run_device(ctx), dtype=p["dtype"], seed=p["base_seed"]), False
     cache = warm_cache()
-    loaded = cache.get(p["model"], device=ctx.device, dtype=p["dtype"], seed=p["base_seed"])
+    loaded = cache.get(p["model"], device=run_device(ctx), dtype=p["dtype"], seed=p["base_seed"])
     return loaded, cache.last_hit
 
 
@@ -261,7 +262,7 @@ class PresencePenaltyLogitsProcessor(LogitsProcessor):
 
 
 def _decode(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
-    tokenizer, device = opened.tokenizer, ctx.device
+    tokenizer, device = opened.tokenizer, run_device(ctx)
     examples = load_examples(
         p["dataset"], split=p["split"], limit=p["n_eval"], seed=DATA_SEED, config=p["dataset_config"]
     )
@@ -409,7 +410,7 @@ def _save_predictions(artifact_dir: str, records: list[dict]) -> None:
 
 
 def _throughput(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
-    device, new_tokens = ctx.device, p["max_new_tokens"]
+    device, new_tokens = run_device(ctx), p["max_new_tokens"]
     # Random token ids: what the prompts say does not change the cost of generating from them.
     vocab = min(len(opened.tokenizer), opened.network.config.vocab_size)
     generator = torch.Generator().manual_seed(p["seed"])

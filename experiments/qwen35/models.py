@@ -105,7 +105,9 @@ class LoadedModel:
 def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
     """``None``/``"auto"``: bfloat16 on CUDA, float32 elsewhere; otherwise one of ``DTYPES`` (any case)."""
     if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        # Apple GPUs compute bfloat16 since macOS 14 (PyTorch's MPS backend); the CPU keeps float32, whose bfloat16
+        # kernels are slower there on most processors.
+        return torch.bfloat16 if torch.device(device).type in ("cuda", "mps") else torch.float32
     if isinstance(dtype, str) and dtype.lower() in DTYPES:
         return DTYPES[dtype.lower()]
     raise ValueError(f"param 'dtype' must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
@@ -488,18 +490,24 @@ class PeakMemory:
 
 
 def synchronize(device: str) -> None:
-    """Wait for the device's queued kernels: CUDA runs them asynchronously, so a clock read without this stops
+    """Wait for the device's queued kernels: GPUs run them asynchronously, so a clock read without this stops
     before the GPU has finished."""
-    if torch.device(device).type == "cuda":
+    kind = torch.device(device).type
+    if kind == "cuda":
         torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def reset_peak_memory(device: str) -> None:
     """Start a new peak: CUDA's allocator statistics, or on Linux the process's peak resident memory (VmHWM, reset
     through ``/proc/self/clear_refs``; where that cannot be written the peak stays the process's lifetime's)."""
-    if torch.device(device).type == "cuda":
+    kind = torch.device(device).type
+    if kind == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    if kind == "mps":
+        return  # MPS keeps no peak: see peak_memory_mb
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # "5" resets the peak RSS (man 5 proc)
@@ -510,11 +518,16 @@ def reset_peak_memory(device: str) -> None:
 def peak_memory_mb(device: str) -> float:
     """CUDA: the most memory tensors held on the device since ``reset_peak_memory`` (weights included).
 
-    CPU: the process's peak resident memory (VmHWM) since ``reset_peak_memory``: everything the process holds,
-    the Python interpreter and libraries included. NaN where ``/proc/self/status`` does not exist.
+    MPS: what the Metal driver holds for this process when read (PyTorch keeps no peak for Apple GPUs), so the
+    figure of a phase is read at its end. CPU: the process's peak resident memory (VmHWM) since
+    ``reset_peak_memory``: everything the process holds, the Python interpreter and libraries included. NaN where
+    ``/proc/self/status`` does not exist.
     """
-    if torch.device(device).type == "cuda":
+    kind = torch.device(device).type
+    if kind == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    if kind == "mps":
+        return torch.mps.driver_allocated_memory() / 2**20
     try:
         with open("/proc/self/status") as status:
             for line in status:
