@@ -21,6 +21,7 @@ from experiments.qwen35.models import (
     load_model_and_tokenizer,
     resolve_dtype,
 )
+from experiments.qwen35.data import encode_prompts
 from experiments.qwen35.tiny import build_tiny_model, build_tokenizer
 
 # A vision tower as small as Qwen3_5VisionConfig allows, so the VL checkpoint really holds model.visual.* weights.
@@ -340,3 +341,44 @@ def test_disabled_cache_always_loads_fresh():
 def test_warm_cache_is_one_per_process():
     assert models.warm_cache() is models.warm_cache()
     assert isinstance(models.warm_cache(), BaseModelCache)
+
+
+def test_an_adapter_trained_on_a_vl_checkpoint_loads_back_onto_it(vl_checkpoint, tmp_path):
+    """Trained on the language model of a released-layout checkpoint, the adapter is saved under the released class's
+    module names: it loads onto Qwen3_5ForConditionalGeneration with every LoRA weight, and the inference experiment
+    (which builds the text-only class) still applies it, generating what the released class with it generates."""
+    from peft import PeftModel
+
+    from experiments.qwen35 import finetune, inference
+    from orchestrator.context import RunContext
+
+    directory, _ = vl_checkpoint
+    trained = tmp_path / "adapter"
+    ctx = RunContext(study="t", cell_key="vl", seed=0, num_cpus=1, artifact_dir=str(trained))
+    finetune.run({"model": str(directory), "method": "lora", "chat": False, "max_steps": 3, "n_eval": 4,
+                  "learning_rate": 1e-2, "lora_targets": "all"}, ctx)
+    config = json.loads((trained / "adapter_config.json").read_text())
+    assert config["target_modules"] and all(name.startswith("model.language_model.layers.")
+                                            for name in config["target_modules"])
+
+    released = Qwen3_5ForConditionalGeneration.from_pretrained(directory)
+    adapted = PeftModel.from_pretrained(released, trained).eval()
+    saved = load_file(trained / "adapter_model.safetensors")
+    lora_b = {name: p for name, p in adapted.named_parameters() if "lora_B" in name}
+    assert len(lora_b) == sum(1 for key in saved if "lora_B" in key) > 0
+    assert all(p.abs().sum() > 0 for p in lora_b.values())  # trained values, not PEFT's zero initialisation
+
+    questions = [e["question"] for e in finetune.load_examples("arithmetic", split="test", limit=4, seed=0)]
+    decode = RunContext(study="t", cell_key="decode", seed=0, num_cpus=1, artifact_dir=str(tmp_path / "decode"),
+                        warm_reuse=False)
+    inference.run({"model": str(directory), "adapter": str(trained), "n_eval": 4, "batch_size": 4,
+                   "max_new_tokens": 6, "chat": False}, decode)
+    records = [json.loads(line) for line in (tmp_path / "decode" / inference.PREDICTIONS_FILE).read_text().splitlines()]
+    tokenizer = load_model_and_tokenizer(str(directory)).tokenizer
+    batch = encode_prompts(tokenizer, questions)
+    with torch.no_grad():
+        output = adapted.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    rows = output[:, batch["input_ids"].shape[1]:]
+    expected = [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    assert [r["question"] for r in records] == questions
+    assert [r["prediction"] for r in records] == expected

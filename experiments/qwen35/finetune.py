@@ -22,7 +22,7 @@ from orchestrator.context import Diverged, RunContext
 from .device import run_device
 from .data import IGNORE_INDEX, encode_for_training, load_examples
 from .inference import greedy_exact_match
-from .lora import apply_lora, count_wrapped, remove_lora
+from .lora import apply_lora, count_wrapped, remove_lora, save_adapter
 from .loss import answer_loss
 from .models import INITS, LoadedModel, PeakMemory, load_model_and_tokenizer, synchronize, warm_cache
 from .params import Param, resolve_params
@@ -119,7 +119,10 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     try:
         metrics = _train_and_evaluate(model, tokenizer, encoded, evals, p, ctx, chat, precision, on)
         if p["save"] and ctx.artifact_dir:
-            model.save_pretrained(ctx.artifact_dir)  # LoRA: the adapter only; full: the whole model
+            if p["method"] == "lora":  # the adapter only
+                save_adapter(model, ctx.artifact_dir, vl_checkpoint=loaded.info.from_vl_checkpoint)
+            else:
+                model.save_pretrained(ctx.artifact_dir)  # the whole model
             tokenizer.save_pretrained(ctx.artifact_dir)
     finally:
         if p["gradient_checkpointing"]:

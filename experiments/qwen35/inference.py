@@ -41,6 +41,7 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, Logit
 from orchestrator.context import RunContext
 
 from .device import run_device
+from .lora import loadable_adapter
 from .data import IGNORE_INDEX, encode_for_training, encode_prompts, exact_match, load_examples
 from .models import (
     LoadedModel,
@@ -197,7 +198,11 @@ def _opened_model(p: dict, ctx: RunContext) -> Iterator[_Opened]:
         yield _Opened(loaded.model, loaded.tokenizer, time.perf_counter() - started, False, loaded.info.fast_kernels)
         return
     base, warm = _base_model(p, ctx)
-    network = base.model if adapter is None else PeftModel.from_pretrained(base.model, adapter.path).eval()
+    if adapter is None:
+        network = base.model
+    else:
+        with loadable_adapter(base.model, adapter.path) as path:
+            network = PeftModel.from_pretrained(base.model, path).eval()
     yield _Opened(network, base.tokenizer, time.perf_counter() - started, warm, base.info.fast_kernels)
     if adapter is not None:
         network.unload()  # never merge: that would change the base weights the cache hands to the next run

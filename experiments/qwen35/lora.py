@@ -9,12 +9,19 @@ layers, so PEFT wraps exactly those and nothing in a vision tower.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
 
 # Module paths relative to a decoder layer. The parent is part of the name so that a leaf name alone (``out_proj``,
 # ``gate_proj``) cannot match a module somewhere else. Not targeted in the DeltaNet layers: ``conv1d`` (its forward
@@ -104,6 +111,67 @@ def remove_lora(peft_model: PeftModel) -> torch.nn.Module:
     for name, param in base.named_parameters():
         param.requires_grad_(name in trainable)
     return base
+
+
+# Decoder-layer paths of the text-only class and of the released vision-language class, as module names (target
+# lists) and inside saved adapter keys ("base_model.model." + module name + ".lora_A.weight").
+TEXT_LAYERS, VL_LAYERS = "model.layers.", "model.language_model.layers."
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+SAVED = "base_model.model."  # PEFT's prefix of a saved adapter's keys
+
+
+def save_adapter(peft_model: PeftModel, directory: str, *, vl_checkpoint: bool) -> None:
+    """Save the adapter; one trained on the language model of a released (vision-language) checkpoint is saved under
+    that class's module names (``model.language_model.layers...``), so that it loads onto the checkpoint as
+    released (``Qwen3_5ForConditionalGeneration``, what serving stacks load), not only onto the text-only class it
+    was trained in. Its ``target_modules`` then lists those modules by full name: PEFT shortens a long list to leaf
+    names (``q_proj``...), which would also match any module of that name in the vision tower."""
+    peft_model.save_pretrained(directory)
+    if vl_checkpoint:
+        wrapped = sorted(name for name, module in peft_model.get_base_model().named_modules()
+                         if isinstance(module, LoraLayer))
+        _rename_layers(directory, directory, TEXT_LAYERS, VL_LAYERS, targets=wrapped)
+
+
+@contextmanager
+def loadable_adapter(model: torch.nn.Module, directory: str) -> Iterator[str]:
+    """``directory``, or a renamed copy of it whose module names are ``model``'s: an adapter saved under the
+    vision-language class's names is applied to a text-only model under the text names (and the reverse)."""
+    keys = load_file(os.path.join(directory, ADAPTER_WEIGHTS)).keys()
+    vl_adapter = any(key.startswith(SAVED + VL_LAYERS) for key in keys)
+    text_adapter = any(key.startswith(SAVED + TEXT_LAYERS) for key in keys)
+    vl_model = any(name.startswith(VL_LAYERS) for name, _ in model.named_modules())
+    if vl_adapter == vl_model or not (vl_adapter or text_adapter):
+        yield directory
+        return
+    old, new = (VL_LAYERS, TEXT_LAYERS) if vl_adapter else (TEXT_LAYERS, VL_LAYERS)
+    with tempfile.TemporaryDirectory(prefix="wavesweep-adapter-") as copy:
+        _rename_layers(directory, copy, old, new)
+        yield copy
+
+
+def _rename_layers(source: str, target: str, old: str, new: str, *, targets: list[str] | None = None) -> None:
+    """Copy the adapter in ``source`` to ``target`` (which may be the same) with module paths starting ``old``
+    starting ``new``, in its weights and its target list (``targets``, when given, replaces that list first)."""
+    with open(os.path.join(source, ADAPTER_CONFIG)) as file:
+        config = json.load(file)
+    if targets is not None:
+        config["target_modules"] = targets
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = [_renamed(name, old, new) for name in config["target_modules"]]
+    weights = {SAVED + _renamed(key.removeprefix(SAVED), old, new): value
+               for key, value in load_file(os.path.join(source, ADAPTER_WEIGHTS)).items()}
+    if source != target:
+        for name in os.listdir(source):  # the README and anything else PEFT wrote, unchanged
+            if name not in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+                shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+    save_file(weights, os.path.join(target, ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    with open(os.path.join(target, ADAPTER_CONFIG), "w") as file:
+        json.dump(config, file, indent=2, sort_keys=True)
+
+
+def _renamed(name: str, old: str, new: str) -> str:
+    return new + name[len(old):] if name.startswith(old) else name
 
 
 def _preset_paths(spec: str) -> set[str]:
