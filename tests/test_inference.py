@@ -3,6 +3,7 @@ presence penalty, LoRA adapters and full models from fine-tuning runs, warm reus
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -314,3 +315,25 @@ def test_fine_tuning_scores_what_a_decode_run_of_its_model_scores(tmp_path):
                                       batch_size=finetune.EVAL_BATCH, split="test", temperature=0.0)
     assert tuned["exact_match"] > 0.2  # not 0 against 0: the model answers some questions
     assert decoded["exact_match"] == tuned["exact_match"]
+
+
+def test_decode_throughput_leaves_out_the_first_batch(tmp_path, monkeypatch):
+    """A fake clock: every read advances 1 s, and the first generate call takes 1000 s more (start-up)."""
+    now = itertools.count()
+    offset = {"s": 0.0}
+    monkeypatch.setattr(inference.time, "perf_counter", lambda: next(now) + offset["s"])
+    generate, calls = inference._generate, []
+
+    def slow_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            offset["s"] += 1000.0
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "_generate", slow_first)
+    run_ = Run(tmp_path, "timed")
+    metrics = run_(**{**SMALL, "n_eval": 12, "batch_size": 4})  # 3 batches
+    assert len(calls) == 3
+    later = sum(record["new_tokens"] for record in run_.records[4:])
+    # Each generate reads the clock twice, 1 s apart: the two later batches took 2 s.
+    assert metrics["tokens_per_s"] == pytest.approx(later / 2)
