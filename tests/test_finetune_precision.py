@@ -11,6 +11,7 @@ import torch
 
 from experiments.qwen35 import finetune
 from experiments.qwen35.data import IGNORE_INDEX, encode_for_training, load_examples
+from experiments.qwen35.lora import apply_lora
 from experiments.qwen35.loss import answer_loss
 from experiments.qwen35.models import load_model_and_tokenizer
 from experiments.qwen35.precision import Precision
@@ -45,6 +46,11 @@ def test_precision_keeps_master_weights_for_full_and_a_low_precision_base_for_lo
     assert (lora.weights, lora.compute) == (torch.bfloat16, torch.bfloat16)
     assert Precision.of("auto", "cpu", "full").compute == torch.float32
     assert not full.grad_scaler().is_enabled() and Precision.of("fp16", "cpu", "full").grad_scaler().is_enabled()
+    # LoRA: a bf16 base, float32 adapters.
+    base = load_model_and_tokenizer("tiny", seed=0, dtype=lora.weights).model
+    adapted = apply_lora(base, rank=4, alpha=8.0, dropout=0.0, targets="all", seed=0)
+    assert {p.dtype for p in adapted.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in adapted.parameters() if not p.requires_grad} == {torch.bfloat16}
 
 
 def _examples() -> list[dict[str, str]]:

@@ -31,7 +31,7 @@ from .tiny import SIZES
 
 PARAMS = {
     "model": Param("tiny", str, "a tiny size name, a local directory or a hub id (Qwen/Qwen3.5-0.8B ...)"),
-    "dtype": Param("auto", str, "compute dtype under autocast; auto: bfloat16 on CUDA, float32 on CPU. Full "
+    "dtype": Param("auto", str, "compute dtype under autocast; auto: bfloat16 on CUDA and Apple GPUs, float32 on CPU. Full "
                    "fine-tuning keeps float32 master weights, LoRA a base in this dtype"),
     "method": Param("lora", str, "lora | full", choices=("lora", "full")),
     "lora_rank": Param(16, int, "LoRA rank r", low=1),

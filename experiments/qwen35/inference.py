@@ -60,7 +60,7 @@ MODES = ("decode", "throughput")
 COMMON = {
     "mode": Param("decode", str, "decode | throughput", choices=MODES),
     "model": Param("tiny", str, "a tiny size name, a local directory or a hub id"),
-    "dtype": Param("auto", str, "auto: bfloat16 on CUDA, float32 on CPU"),
+    "dtype": Param("auto", str, "auto: bfloat16 on CUDA and Apple GPUs, float32 on CPU"),
     "seed": Param(None, int, "sampling and synthetic-prompt seed; default: the run's seed"),
     "base_seed": Param(None, int, "initialisation of a tiny base model; default: seed"),
     "adapter": Param(None, str, "a LoRA adapter or full saved model directory (e.g. store:<study>:best)"),

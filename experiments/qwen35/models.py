@@ -103,7 +103,7 @@ class LoadedModel:
 
 
 def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
-    """``None``/``"auto"``: bfloat16 on CUDA, float32 elsewhere; otherwise one of ``DTYPES`` (any case)."""
+    """``None``/``"auto"``: bfloat16 on CUDA and MPS, float32 on the CPU; otherwise one of ``DTYPES`` (any case)."""
     if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
         # Apple GPUs compute bfloat16 since macOS 14 (PyTorch's MPS backend); the CPU keeps float32, whose bfloat16
         # kernels are slower there on most processors.
