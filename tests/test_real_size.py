@@ -15,7 +15,12 @@ from transformers import AutoConfig, Qwen3_5ForCausalLM
 from experiments.qwen35 import finetune
 from experiments.qwen35.counts import size_counts
 from experiments.qwen35.data import encode_for_training, load_examples
-from experiments.qwen35.models import fingerprint, load_model_and_tokenizer, peak_memory_mb, reset_peak_memory
+from experiments.qwen35.models import (
+    fingerprint,
+    load_model_and_tokenizer,
+    peak_memory_mb,
+    reset_peak_memory,
+)
 from experiments.qwen35.released import RELEASED, released_config, released_size
 from experiments.qwen35.tiny import build_tiny_model
 
@@ -132,8 +137,9 @@ def test_evaluation_memory_is_bounded_for_the_0_8b_vocabulary():
             work()
         return peak_memory_mb("cpu") - before
 
-    run_decoder = lambda: model.model(  # noqa: E731
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    def run_decoder() -> None:
+        model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+
     added_mb(run_decoder)  # the first call also allocates what later calls reuse
     decoder = added_mb(run_decoder)
     evaluation = added_mb(lambda: finetune.eval_loss(model, tokenizer, examples, chat=True))
