@@ -8,8 +8,12 @@ Variants (the first is the reference of the paired comparison):
                        worst observation, or at the NN-th percentile on the bad side
   span25               the acquisition box narrowed to the runs' span widened by a quarter of it on each side
   sobol-first          a scrambled Sobol first wave instead of the screen, then the model over every factor
-The last two were tried and dropped (docs/benchmarks.md); they are kept here, as patches of the strategy made in
-the task's own process, so their figures can be made again.
+  lhs-screen           the screen's fraction (same rows, signs, seeds and center runs) with each run's value of each
+                       numeric factor at a distinct level inside the half of the range its sign points to (a
+                       Latin-hypercube stratification, :func:`lhs_points`); the effects read on those runs snapped to
+                       the screening levels, the model told the real values
+span25 and sobol-first were tried and dropped (docs/benchmarks.md); they are kept here, as patches of the strategy
+made in the task's own process, so their figures can be made again.
 
 Each (surface, repetition, variant) runs ``bench.search_quality.search_waves`` (64 runs in waves of 16, the bench's
 seeds) in a fresh process, so a variant is compared with the reference on the same seeds and nothing passes
@@ -31,6 +35,64 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is not an installed package
+
+
+def lhs_points(region, axes: dict, rows, rng) -> list[dict]:
+    """The points of the coded ``rows`` (+-1 per active factor) of ``region``, each numeric factor's value moved off its
+    screening level to a distinct level of its own side: the runs of a side of factor f take the midpoints of as many
+    equal strata of that half of f's range (unit scale, so log where f is log), [0, 0.5) for -1 and (0.5, 1] for +1,
+    in a random order per factor and side (``rng``); integers rounded, kept strictly on their side of the window's
+    center; categoricals and fixed factors as ``region.decode`` has them.
+
+    Why the halves of the whole range and not of the quarter-point window: the strata's midpoints average exactly the
+    quarter points (0.25 and 0.75 of the range), where the screen's levels are, so the contrast of the sign columns
+    estimates the same main effects and bilinear interactions as the two-level screen (E|u - 0.5| = 0.25 on each
+    side); the halves of the window ([0.25, 0.5) and (0.5, 0.75]) would centre the sides at 0.375 and 0.625 and read
+    every effect at half its size against the same run noise, and the center runs' curvature at a third."""
+    import numpy as np
+
+    rows = np.asarray(rows)
+    windows = region.as_dict()
+    points = [region.decode(axes, row) for row in rows]
+    for j, name in enumerate(region.active):
+        axis = axes[name]
+        if not axis.numeric:
+            continue
+        middle = axis.center(*windows[name])
+        for side in (-1, 1):
+            at = np.flatnonzero(rows[:, j] == side)
+            if not len(at):
+                continue
+            units = (np.arange(len(at)) + 0.5) / (2 * len(at)) + (0.5 if side > 0 else 0.0)
+            for i, u in zip(at, rng.permutation(units)):
+                value = axis.from_unit(u)
+                if side < 0 and not value < middle:  # an integer rounded onto the center
+                    value = max(axis.low, middle - 1)
+                elif side > 0 and not value > middle:
+                    value = min(axis.high, middle + 1)
+                points[i][name] = value
+    return points
+
+
+def snap_first_wave(region, axes: dict, runs: list[dict]) -> list[dict]:
+    """Copies of the runs of the first wave among ``runs`` with each active numeric factor at the screening level of
+    its side of the window's center (a center run stays at the center); the other runs as they are."""
+    if not runs:
+        return runs
+    first = min(r["wave"] for r in runs)
+    windows = region.as_dict()
+    out = []
+    for run in runs:
+        if run["wave"] == first:
+            run = dict(run)
+            for name in region.active:
+                if axes[name].numeric:
+                    low, high = windows[name]
+                    middle, value = axes[name].center(low, high), run[f"param.{name}"]
+                    if value != middle:
+                        run[f"param.{name}"] = low if value < middle else high
+        out.append(run)
+    return out
 
 
 def apply(variant: str) -> None:
@@ -65,10 +127,53 @@ def apply(variant: str) -> None:
 
         strategy.screen_wave = screen
         strategy.Waves._after = after
+    elif variant == "lhs-screen":
+        import numpy as np
+
+        from orchestrator.designs.fractional_factorial import choose_fraction
+        from orchestrator.strategies.base import WavePlan
+        from orchestrator.strategies.waves import screen as screening
+        from orchestrator.strategies.waves import strategy
+        from orchestrator.strategies.waves.explore import wave_seed
+        from orchestrator.strategies.waves.space import screening_region
+
+        def screen(region, axes, seeds, runs_per_wave):
+            # screen.screen_wave's fraction, copies and center runs; only the points of the fraction move.
+            active = region.active
+            per_seed = runs_per_wave // len(seeds.seeds)
+            fraction = choose_fraction(len(active), per_seed)
+            copies = max(1, per_seed // fraction.runs)
+            centers = min(screening.CENTER_RUNS, per_seed - copies * fraction.runs) if region.has_centers(axes) else 0
+            rng = np.random.default_rng([wave_seed(seeds.study, 1), *seeds.seeds])
+            rows = np.tile(fraction.coded_matrix(), (copies, 1))  # each copy its own levels (all distinct)
+            points = lhs_points(region, axes, rows, rng)
+            cells = seeds.at_every_seed(points)
+            if centers:
+                cells += seeds.cells([region.decode(axes, [0] * len(active))] * (centers * len(seeds.seeds)))
+            design = "fractional_factorial" if fraction.resolution else "full_factorial"
+            extra = (f" x {copies} copies" if copies > 1 else "") + (f" + {centers} center runs" if centers else "")
+            return WavePlan(cells, design, f"screen: {fraction}{extra}, levels stratified in each sign's half range")
+
+        read, fold_wave = strategy.read, strategy.fold_wave
+
+        def snapped_read(region, axes, runs, metric, goal):
+            return read(region, axes, snap_first_wave(region, axes, runs), metric, goal)
+
+        def snapped_fold_wave(region, axes, seeds, reading, designed, runs_per_wave):
+            return fold_wave(region, axes, seeds, reading, snap_first_wave(region, axes, designed), runs_per_wave)
+
+        def screened_region(self, runs):
+            # The first wave's levels no longer span the window: the region is the one the screen was given.
+            return screening_region(self.axes, screening.INSETS[self.spec.strategy.screen])
+
+        strategy.screen_wave = screen
+        strategy.read = snapped_read  # strategy._after calls these names of its own module
+        strategy.fold_wave = snapped_fold_wave
+        strategy.Waves._screened_region = screened_region
     elif variant in ("fitted", "worst") or (variant[:1] == "q" and variant[1:].isdigit()):
         refine.PRIOR_MEAN = variant
     else:
-        raise SystemExit(f"unknown variant {variant!r}: fitted, worst, qNN, span25 or sobol-first")
+        raise SystemExit(f"unknown variant {variant!r}: fitted, worst, qNN, span25, sobol-first or lhs-screen")
 
 
 def task(surface_name: str, rep: int, variant: str) -> dict:
@@ -88,7 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--surfaces", default="llm_finetune,friedman1,hartmann6,rosenbrock,screening")
     parser.add_argument("--variants", default="fitted,worst",
-                        help="comma list: fitted, worst, qNN, span25, sobol-first (the first is the reference)")
+                        help="comma list: fitted, worst, qNN, span25, sobol-first, lhs-screen (the first is the "
+                             "reference)")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
