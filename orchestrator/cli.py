@@ -110,6 +110,8 @@ def run(
     spec = load_spec(spec_path)
     if ray_address is None:
         spec = _local_gpu_memory(spec)
+        if gpus and (warning := _declared_gpus_warning(gpus)):
+            err_console.print(warning, highlight=False, soft_wrap=True, markup=False)
     # Before Ray starts or any file is written: the strategy's extras, and its budget where the spec gives the wave
     # size (which also resolves `auto`). Otherwise only the cluster knows the size, and run_study checks there.
     if (size := wave_size(spec, None)) is not None:
@@ -212,6 +214,16 @@ def plan(
                       "is for the first wave.", highlight=False, soft_wrap=True, markup=False)
     console.print(result.size_text(), highlight=False, markup=False)
     console.print(result.cost_text(), highlight=False, soft_wrap=True, markup=False)
+
+
+def _declared_gpus_warning(gpus: int) -> str | None:
+    """Ray counts declared GPUs without looking for them: say so when this machine has none a run could use."""
+    from orchestrator.local_gpu import local_gpu
+
+    if local_gpu() is not None:
+        return None
+    return (f"warning: --gpus {gpus} declares {gpus} GPU(s) to the local Ray, but this machine shows none (no "
+            "nvidia-smi, not an Apple silicon Mac): each run holds a GPU slot and computes on the CPU.")
 
 
 def _local_gpu_memory(spec):

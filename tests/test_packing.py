@@ -234,3 +234,14 @@ def test_an_apple_gpu_counts_three_quarters_of_unified_memory(monkeypatch, tmp_p
     sysctl.write_text(f"#!/bin/sh\necho {32 * 2**30}\n")
     sysctl.chmod(0o755)
     assert module.local_gpu() == module.LocalGpu("Apple GPU (unified memory)", 24.0)
+
+
+def test_declaring_gpus_on_a_machine_without_one_is_warned(tmp_path, monkeypatch):
+    from orchestrator import local_gpu as module
+    from orchestrator.cli import _declared_gpus_warning
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(module.platform, "system", lambda: "Linux")
+    assert "--gpus 1 declares 1 GPU(s) to the local Ray, but this machine shows none" in _declared_gpus_warning(1)
+    _fake_nvidia_smi(tmp_path, "NVIDIA RTX A2000 Laptop GPU, 4096\\n", monkeypatch)
+    assert _declared_gpus_warning(1) is None
