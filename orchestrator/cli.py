@@ -109,8 +109,11 @@ def run(
 
     spec = load_spec(spec_path)
     if ray_address is None:
-        spec = _local_gpu_memory(spec)
-        if gpus and (warning := _declared_gpus_warning(gpus)):
+        from orchestrator.local_gpu import local_gpu
+
+        gpu = local_gpu() if gpus or spec.resources.gpus_per_run == "auto" else None  # spares a nvidia-smi call
+        spec = _local_gpu_memory(spec, gpu)
+        if gpus and (warning := _declared_gpus_warning(gpus, gpu)):
             err_console.print(warning, highlight=False, soft_wrap=True, markup=False)
     # Before Ray starts or any file is written: the strategy's extras, and its budget where the spec gives the wave
     # size (which also resolves `auto`). Otherwise only the cluster knows the size, and run_study checks there.
@@ -216,24 +219,21 @@ def plan(
     console.print(result.cost_text(), highlight=False, soft_wrap=True, markup=False)
 
 
-def _declared_gpus_warning(gpus: int) -> str | None:
-    """Ray counts declared GPUs without looking for them: say so when this machine has none a run could use."""
-    from orchestrator.local_gpu import local_gpu
-
-    if local_gpu() is not None:
+def _declared_gpus_warning(gpus: int, gpu) -> str | None:
+    """Ray counts declared GPUs without looking for them: say so when this machine has none (``gpu``:
+    ``local_gpu.local_gpu()``) a run could use."""
+    if gpu is not None:
         return None
     return (f"warning: --gpus {gpus} declares {gpus} GPU(s) to the local Ray, but this machine shows none (no "
             "nvidia-smi, not an Apple silicon Mac): each run holds a GPU slot and computes on the CPU.")
 
 
-def _local_gpu_memory(spec):
-    """A local run of ``gpus_per_run: auto`` whose spec leaves ``gpu_memory_gb`` unset packs by this machine's GPU."""
-    from orchestrator.local_gpu import local_gpu
-
+def _local_gpu_memory(spec, gpu):
+    """A local run of ``gpus_per_run: auto`` whose spec leaves ``gpu_memory_gb`` unset packs by this machine's GPU
+    (``gpu``: ``local_gpu.local_gpu()``)."""
     resources = spec.resources
     if resources.gpus_per_run != "auto" or "gpu_memory_gb" in resources.model_fields_set:
         return spec
-    gpu = local_gpu()
     if gpu is None:
         return spec
     console.print(f"gpus_per_run: auto packs runs for this machine's GPU, {gpu.name}: {gpu.memory_gb:.1f} GB "

@@ -200,15 +200,15 @@ def test_a_local_run_packs_by_this_machines_gpu(tmp_path, monkeypatch):
     assert local_gpu() == LocalGpu("NVIDIA GeForce RTX 4090", 24564 / 1024)
     spec = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": "auto", "memory_gb_per_run": 5}))
     assert run_request(spec, {}) == 1 / 8  # an 80 GB GPU holds eight
-    local = _local_gpu_memory(spec)
+    local = _local_gpu_memory(spec, local_gpu())
     assert local.resources.gpu_memory_gb == pytest.approx(23.99, abs=0.01)
     assert run_request(local, {}) == 1 / 4  # four 5 GB runs fit 90% of 24 GB
     # A spec that gives the memory keeps it; a fixed share needs none.
     given = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": "auto", "memory_gb_per_run": 5,
                                                           "gpu_memory_gb": 40}))
-    assert _local_gpu_memory(given) is given
+    assert _local_gpu_memory(given, local_gpu()) is given
     fixed = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": 0.5}))
-    assert _local_gpu_memory(fixed) is fixed
+    assert _local_gpu_memory(fixed, local_gpu()) is fixed
 
 
 def test_no_gpu_found_leaves_the_spec_as_it_is(tmp_path, monkeypatch):
@@ -219,7 +219,7 @@ def test_no_gpu_found_leaves_the_spec_as_it_is(tmp_path, monkeypatch):
     monkeypatch.setattr(module.platform, "system", lambda: "Linux")
     assert module.local_gpu() is None
     spec = parse_spec(synthetic_spec("fixed", resources={"gpus_per_run": "auto", "memory_gb_per_run": 5}))
-    assert _local_gpu_memory(spec) is spec
+    assert _local_gpu_memory(spec, module.local_gpu()) is spec
     _fake_nvidia_smi(tmp_path, "garbage", monkeypatch)
     assert module.local_gpu() is None
 
@@ -242,6 +242,7 @@ def test_declaring_gpus_on_a_machine_without_one_is_warned(tmp_path, monkeypatch
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(module.platform, "system", lambda: "Linux")
-    assert "--gpus 1 declares 1 GPU(s) to the local Ray, but this machine shows none" in _declared_gpus_warning(1)
+    assert "--gpus 1 declares 1 GPU(s) to the local Ray, but this machine shows none" in _declared_gpus_warning(
+        1, module.local_gpu())
     _fake_nvidia_smi(tmp_path, "NVIDIA RTX A2000 Laptop GPU, 4096\\n", monkeypatch)
-    assert _declared_gpus_warning(1) is None
+    assert _declared_gpus_warning(1, module.local_gpu()) is None

@@ -113,9 +113,10 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
     run), ``warm`` (true when the base model came from the warm cache without loading) and ``fast_kernels`` (how many of
     the four Gated DeltaNet kernels run fused on this device: ``kernels.fused_kernels``; 0 on the CPU).
     """
-    p = resolve_params(params, ctx.seed, run_device(ctx))
+    device = run_device(ctx)
+    p = resolve_params(params, ctx.seed, device)
     torch.set_num_threads(ctx.num_cpus)
-    with _opened_model(p, ctx) as opened:
+    with _opened_model(p, ctx, device) as opened:
         measure = _decode if p["mode"] == "decode" else _throughput
         metrics = measure(opened, p, ctx)
     return {
@@ -185,37 +186,39 @@ class _Opened:
     load_s: float
     warm: bool
     fast_kernels: int
+    device: str  # where the run computes (device.run_device)
 
 
 @contextmanager
-def _opened_model(p: dict, ctx: RunContext) -> Iterator[_Opened]:
+def _opened_model(p: dict, ctx: RunContext, device: str) -> Iterator[_Opened]:
     """The model to generate with. After the body succeeds, a LoRA adapter is unloaded and a warm base model is
     checked back into the cache; after a failure it is not, so the cache loads the next run's base afresh."""
     started = time.perf_counter()
     adapter: Adapter | None = p["adapter"]
     if adapter is not None and adapter.kind == "full":
-        loaded = _load_full_model(adapter.path, p["model"], p["dtype"], run_device(ctx))
-        yield _Opened(loaded.model, loaded.tokenizer, time.perf_counter() - started, False, loaded.info.fast_kernels)
+        loaded = _load_full_model(adapter.path, p["model"], p["dtype"], device)
+        yield _Opened(loaded.model, loaded.tokenizer, time.perf_counter() - started, False, loaded.info.fast_kernels,
+                      device)
         return
-    base, warm = _base_model(p, ctx)
+    base, warm = _base_model(p, ctx, device)
     if adapter is None:
         network = base.model
     else:
         with loadable_adapter(base.model, adapter.path) as path:
             network = PeftModel.from_pretrained(base.model, path).eval()
-    yield _Opened(network, base.tokenizer, time.perf_counter() - started, warm, base.info.fast_kernels)
+    yield _Opened(network, base.tokenizer, time.perf_counter() - started, warm, base.info.fast_kernels, device)
     if adapter is not None:
         network.unload()  # never merge: that would change the base weights the cache hands to the next run
     if ctx.warm_reuse:
         warm_cache().check_unchanged(base)
 
 
-def _base_model(p: dict, ctx: RunContext) -> tuple[LoadedModel, bool]:
+def _base_model(p: dict, ctx: RunContext, device: str) -> tuple[LoadedModel, bool]:
     """The base model, and whether it came from the warm cache without loading."""
     if not ctx.warm_reuse:
-        return load_model_and_tokenizer(p["model"], device=run_device(ctx), dtype=p["dtype"], seed=p["base_seed"]), False
+        return load_model_and_tokenizer(p["model"], device=device, dtype=p["dtype"], seed=p["base_seed"]), False
     cache = warm_cache()
-    loaded = cache.get(p["model"], device=run_device(ctx), dtype=p["dtype"], seed=p["base_seed"])
+    loaded = cache.get(p["model"], device=device, dtype=p["dtype"], seed=p["base_seed"])
     return loaded, cache.last_hit
 
 
@@ -267,7 +270,7 @@ class PresencePenaltyLogitsProcessor(LogitsProcessor):
 
 
 def _decode(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
-    tokenizer, device = opened.tokenizer, run_device(ctx)
+    tokenizer, device = opened.tokenizer, opened.device
     examples = load_examples(
         p["dataset"], split=p["split"], limit=p["n_eval"], seed=DATA_SEED, config=p["dataset_config"]
     )
@@ -415,7 +418,7 @@ def _save_predictions(artifact_dir: str, records: list[dict]) -> None:
 
 
 def _throughput(opened: _Opened, p: dict, ctx: RunContext) -> dict[str, float]:
-    device, new_tokens = run_device(ctx), p["max_new_tokens"]
+    device, new_tokens = opened.device, p["max_new_tokens"]
     # Random token ids: what the prompts say does not change the cost of generating from them.
     vocab = min(len(opened.tokenizer), opened.network.config.vocab_size)
     generator = torch.Generator().manual_seed(p["seed"])

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 # Module paths relative to a decoder layer. The parent is part of the name so that a leaf name alone (``out_proj``,
@@ -137,7 +138,8 @@ def save_adapter(peft_model: PeftModel, directory: str, *, vl_checkpoint: bool) 
 def loadable_adapter(model: torch.nn.Module, directory: str) -> Iterator[str]:
     """``directory``, or a renamed copy of it whose module names are ``model``'s: an adapter saved under the
     vision-language class's names is applied to a text-only model under the text names (and the reverse)."""
-    keys = load_file(os.path.join(directory, ADAPTER_WEIGHTS)).keys()
+    with safe_open(os.path.join(directory, ADAPTER_WEIGHTS), framework="pt") as weights:
+        keys = list(weights.keys())  # the names only: the tensors are read once, by PEFT
     vl_adapter = any(key.startswith(SAVED + VL_LAYERS) for key in keys)
     text_adapter = any(key.startswith(SAVED + TEXT_LAYERS) for key in keys)
     vl_model = any(name.startswith(VL_LAYERS) for name, _ in model.named_modules())

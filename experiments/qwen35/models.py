@@ -102,8 +102,11 @@ class LoadedModel:
     info: LoadInfo
 
 
-def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
-    """``None``/``"auto"``: bfloat16 on CUDA and MPS, float32 on the CPU; otherwise one of ``DTYPES`` (any case)."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``None``/``"auto"``: bfloat16 on CUDA and MPS, float32 on the CPU; a ``torch.dtype`` as it is; otherwise one
+    of ``DTYPES`` (any case)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
         # Apple GPUs compute bfloat16 since macOS 14 (PyTorch's MPS backend); the CPU keeps float32, whose bfloat16
         # kernels are slower there on most processors.
@@ -130,7 +133,7 @@ def load_model_and_tokenizer(
     checkpoint that is not Qwen3.5 or a bad ``dtype``; ``RuntimeError`` when the checkpoint's weights do not match its
     config (missing or unexpected), rather than leaving weights randomly initialised.
     """
-    torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, device)
     if init not in INITS:
         raise ValueError(f"param 'init' must be one of {', '.join(INITS)}; got {init!r}")
     source = _source_of(model)
@@ -428,7 +431,7 @@ class BaseModelCache:
 def _cache_key(model: str, device: str, dtype: str | torch.dtype | None, seed: int, init: str) -> tuple:
     source = _source_of(model)
     name = os.path.abspath(os.path.expanduser(model)) if source == "local" else model
-    torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, device)
     random_weights = source == "tiny" or init == "random"  # weights that depend on the seed
     return (name, device, torch_dtype, init, seed if random_weights else None)
 
