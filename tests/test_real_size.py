@@ -116,15 +116,16 @@ def test_init_random_from_a_local_config_is_seeded(tmp_path):
 
 
 def test_evaluation_memory_is_bounded_for_the_0_8b_vocabulary():
-    """The 0.8B's vocabulary and width (4 of its 24 layers, so the test stays fast), 64 chat-formatted questions in
-    one evaluation batch. Their full logits in float32 would be ~4.4 GB, twice that with the log-softmax; projecting
-    the answer positions a chunk at a time adds one chunk's worth (~0.5 GB) to what the decoder itself needs."""
+    """The 0.8B's vocabulary and width (2 of its 24 layers, one of each kind, so the test stays fast), 32
+    chat-formatted questions in one evaluation batch. Their full logits in float32 would be ~2.9 GB, twice that with
+    the log-softmax; projecting the answer positions a chunk at a time adds at most one chunk's worth (~0.5 GB) to
+    what the decoder itself needs."""
     config = released_config("Qwen/Qwen3.5-0.8B")
-    config.num_hidden_layers, config.layer_types = 4, config.layer_types[:4]
+    config.num_hidden_layers, config.layer_types = 2, ["linear_attention", "full_attention"]
     tokenizer = load_model_and_tokenizer("tiny").tokenizer  # the character tokenizer
     torch.manual_seed(0)
     model = Qwen3_5ForCausalLM(config).eval()
-    examples = load_examples("arithmetic", split="test", limit=64, seed=0)
+    examples = load_examples("arithmetic", split="test", limit=32, seed=0)
     batch = encode_for_training(tokenizer, examples, chat=True)
     assert len(examples) <= finetune.EVAL_BATCH  # one batch, as eval_loss will make it
     full_logits_mb = batch["input_ids"].numel() * config.vocab_size * 4 / 2**20
@@ -143,7 +144,7 @@ def test_evaluation_memory_is_bounded_for_the_0_8b_vocabulary():
     added_mb(run_decoder)  # the first call also allocates what later calls reuse
     decoder = added_mb(run_decoder)
     evaluation = added_mb(lambda: finetune.eval_loss(model, tokenizer, examples, chat=True))
-    assert full_logits_mb > 4000
+    assert full_logits_mb > 2500
     assert evaluation - decoder < 700, (
         f"evaluation added {evaluation:.0f} MB, the decoder alone {decoder:.0f} MB; the batch's full logits alone "
         f"would be {full_logits_mb:.0f} MB")
