@@ -12,8 +12,12 @@ Variants (the first is the reference of the paired comparison):
                        numeric factor at a distinct level inside the half of the range its sign points to (a
                        Latin-hypercube stratification, :func:`lhs_points`); the effects read on those runs snapped to
                        the screening levels, the model told the real values
-span25 and sobol-first were tried and dropped (docs/benchmarks.md); they are kept here, as patches of the strategy
-made in the task's own process, so their figures can be made again.
+  dsd-screen, dsd-full  a definitive screening design (conference matrix of order 8 and its fold-over, 16 runs) as
+                       the first wave when the factors are numeric and at most 8 (otherwise the default fraction), at
+                       the quarter points and center (dsd-screen) or the ends and center (dsd-full); then the model
+                       over every factor, as sobol-first
+All but fitted were tried and dropped (docs/benchmarks.md); they are kept here, as patches of the strategy made in
+the task's own process, so their figures can be made again.
 
 Each (surface, repetition, variant) runs ``bench.search_quality.search_waves`` (64 runs in waves of 16, the bench's
 seeds) in a fresh process, so a variant is compared with the reference on the same seeds and nothing passes
@@ -170,10 +174,50 @@ def apply(variant: str) -> None:
         strategy.read = snapped_read  # strategy._after calls these names of its own module
         strategy.fold_wave = snapped_fold_wave
         strategy.Waves._screened_region = screened_region
+    elif variant in ("dsd-screen", "dsd-full"):
+        import numpy as np
+
+        from orchestrator.designs.definitive_screening import ORDERS, conference_matrix
+        from orchestrator.strategies.base import WavePlan
+        from orchestrator.strategies.waves import screen as screening
+        from orchestrator.strategies.waves import strategy
+        from orchestrator.strategies.waves.space import screening_region
+
+        screen_wave, after = strategy.screen_wave, strategy.Waves._after
+
+        def dsd_order(region, axes, per_seed):
+            order = max((n for n in ORDERS if 2 * n <= per_seed), default=0)
+            numeric = all(axes[n].numeric for n in region.active)
+            return order if numeric and order >= len(region.active) else 0
+
+        def screen(region, axes, seeds, runs_per_wave):
+            if variant == "dsd-full":
+                region = screening_region(axes, screening.INSETS["corners"])
+            per_seed = runs_per_wave // len(seeds.seeds)
+            order = dsd_order(region, axes, per_seed)
+            if not order:  # too many factors for a DSD in one wave: the fraction as the default has it
+                return screen_wave(region, axes, seeds, runs_per_wave)
+            c = conference_matrix(order)[:, :len(region.active)]
+            centers = min(screening.CENTER_RUNS, per_seed - 2 * order)
+            rows = np.vstack([c, -c, np.zeros((centers, len(region.active)), dtype=int)])
+            cells = seeds.at_every_seed([region.decode(axes, row) for row in rows])
+            return WavePlan(cells, "definitive_screening", f"screen: DSD of order {order}, {centers} centers")
+
+        def after_dsd(self, runs, seeds, runs_per_wave):
+            first = min(r["wave"] for r in runs)
+            if not any(r["wave"] == first and r.get("design") == "definitive_screening" for r in runs):
+                return after(self, runs, seeds, runs_per_wave)
+            wave = max(r["wave"] for r in runs) + 1
+            return refine.refine_wave(self.axes, list(self.axes), {}, runs, self.spec.response.metric,
+                                      self.spec.response.goal, seeds, runs_per_wave, wave, "DSD first wave")
+
+        strategy.screen_wave = screen
+        strategy.Waves._after = after_dsd
     elif variant in ("fitted", "worst") or (variant[:1] == "q" and variant[1:].isdigit()):
         refine.PRIOR_MEAN = variant
     else:
-        raise SystemExit(f"unknown variant {variant!r}: fitted, worst, qNN, span25, sobol-first or lhs-screen")
+        raise SystemExit(f"unknown variant {variant!r}: fitted, worst, qNN, span25, sobol-first, lhs-screen, "
+                         "dsd-screen or dsd-full")
 
 
 def task(surface_name: str, rep: int, variant: str) -> dict:
@@ -193,8 +237,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--surfaces", default="llm_finetune,friedman1,hartmann6,rosenbrock,screening")
     parser.add_argument("--variants", default="fitted,worst",
-                        help="comma list: fitted, worst, qNN, span25, sobol-first, lhs-screen (the first is the "
-                             "reference)")
+                        help="comma list: fitted, worst, qNN, span25, sobol-first, lhs-screen, dsd-screen, dsd-full "
+                             "(the first is the reference)")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
