@@ -5,7 +5,7 @@
     python bench/real_size.py memory --device cuda --steps 20 --batch 16 --seq 512 [--fast-path DIR]
 
 ``counts``: per released size, the language model's parameters and the LoRA trainable parameters per preset
-(rank 16), counted on the meta device, with the packing estimate per method (``orchestrator.packing``).
+(rank 16), counted on the meta device, with the packing estimate per method (``orchestrator.execution.packing``).
 
 ``memory``: fine-tunes ``Qwen/Qwen3.5-0.8B`` built at random init (``init: random``: nothing downloaded), once with
 LoRA and once fully, each in a fresh process (peaks and imported kernels stay apart), in bfloat16 compute (full:
@@ -36,7 +36,7 @@ WORDS = ("alpha", "beta", "gamma", "delta", "sigma", "omega", "theta", "kappa", 
 
 def counts(rank: int) -> None:
     from experiments.qwen35.counts import released_counts
-    from orchestrator.packing import memory_gb
+    from orchestrator.sizing import memory_gb
 
     rows = released_counts(rank)
     presets = list(rows[0].lora)
@@ -89,7 +89,7 @@ def one_run(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace) -> None:
-    from orchestrator.packing import memory_gb
+    from orchestrator.sizing import memory_gb
 
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(Path(tmp), args.seq, 256)

@@ -25,8 +25,8 @@ from experiments.qwen35 import finetune
 from experiments.qwen35.models import warm_cache
 from experiments.qwen35.tiny import build_tokenizer
 from orchestrator.context import RunContext
-from orchestrator.driver import run_study
-from orchestrator.executor import RayExecutor
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `bench` is not an installed package
 
 from bench.sleep_experiment import cell_id, sleep_for
-from orchestrator.driver import run_study
-from orchestrator.executor import RayExecutor
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 from orchestrator.strategies.grid import Grid

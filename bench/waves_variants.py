@@ -134,8 +134,8 @@ def apply(variant: str) -> None:
     elif variant == "lhs-screen":
         import numpy as np
 
+        from orchestrator.cells import WavePlan
         from orchestrator.designs.fractional_factorial import choose_fraction
-        from orchestrator.strategies.base import WavePlan
         from orchestrator.strategies.waves import screen as screening
         from orchestrator.strategies.waves import strategy
         from orchestrator.strategies.waves.explore import wave_seed
@@ -177,8 +177,8 @@ def apply(variant: str) -> None:
     elif variant in ("dsd-screen", "dsd-full"):
         import numpy as np
 
+        from orchestrator.cells import WavePlan
         from orchestrator.designs.definitive_screening import ORDERS, conference_matrix
-        from orchestrator.strategies.base import WavePlan
         from orchestrator.strategies.waves import screen as screening
         from orchestrator.strategies.waves import strategy
         from orchestrator.strategies.waves.space import screening_region

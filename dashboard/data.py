@@ -17,7 +17,7 @@ from scipy import stats
 from sqlalchemy import Engine, String, and_, case, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
-from orchestrator.report import WaveSplit, wave_kind
+from orchestrator.reporting.report import WaveSplit, wave_kind
 from orchestrator.status import RunStatus
 from orchestrator.store.models import (
     CurvePointModel,

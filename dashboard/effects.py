@@ -34,7 +34,7 @@ from orchestrator.analysis import (
     fit_effects,
     fit_surface,
 )
-from orchestrator.report import WaveSplit
+from orchestrator.reporting.report import WaveSplit
 from orchestrator.spec import Factor
 
 

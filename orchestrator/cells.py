@@ -1,4 +1,5 @@
-"""A cell is one design point (factor levels) at one seed: the unit that is run, stored and resumed."""
+"""A cell is one design point (factor levels) at one seed: the unit that is run, stored and resumed; a wave plan is
+the cells a strategy proposes at once, with the design they come from and why (the store records it as a wave)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ class Cell:
     key: str
     levels: dict[str, Any]  # factor name -> level
     seed: int
+
+
+@dataclass(frozen=True)
+class WavePlan:
+    cells: list[Cell]
+    design: str  # name of the design the cells come from, stored with the wave
+    reason: str  # why this wave, in words; stored and shown by `wavesweep status`
 
 
 def cell_key(study: str, levels: dict[str, Any], seed: int) -> str:

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from orchestrator import __version__
 from orchestrator.errors import WavesweepError
-from orchestrator.tables import fits, table
+from orchestrator.reporting.tables import fits, table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run studies of LLM experiments as factorial waves on Ray, recorded in a SQL store.")
@@ -100,8 +100,8 @@ def run(
     """Run a study: design its waves, run them on Ray, record everything in the store. Resumes where it stopped.
 
     Exits 0 when the study has a COMPLETE run, 3 when it ended with none (every run failed), 1 on an error."""
-    from orchestrator.driver import exit_code, has_work, run_study
-    from orchestrator.executor import RayExecutor
+    from orchestrator.execution.driver import exit_code, has_work, run_study
+    from orchestrator.execution.executor import RayExecutor
     from orchestrator.extras import require
     from orchestrator.spec import load_spec
     from orchestrator.store import Store, is_new_file, resolve_url
@@ -109,7 +109,7 @@ def run(
 
     spec = load_spec(spec_path)
     if ray_address is None:
-        from orchestrator.local_gpu import local_gpu
+        from orchestrator.execution.local_gpu import local_gpu
 
         gpu = local_gpu() if gpus or spec.resources.gpus_per_run == "auto" else None  # spares a nvidia-smi call
         spec = _local_gpu_memory(spec, gpu)
@@ -141,8 +141,8 @@ def run(
     else:
         from contextlib import nullcontext
 
-        from orchestrator.lease import StudyLease
-        from orchestrator.progress import StudyProgress
+        from orchestrator.execution.lease import StudyLease
+        from orchestrator.reporting.progress import StudyProgress
 
         # A study that another driver runs is refused before Ray starts (run_study takes the lease of a new one).
         study_id = db.study_id(spec.study) if db is not None else None
@@ -186,7 +186,7 @@ def plan(
     format: Annotated[ReportFormat, typer.Option("--format", help="table, or json for scripts.")] = ReportFormat.table,
 ) -> None:
     """The waves a study will run, which effects each prefix of waves can estimate, and what it will cost."""
-    from orchestrator.plan import make_plan
+    from orchestrator.reporting.plan import make_plan
     from orchestrator.spec import load_spec
     from orchestrator.strategies import wave_size
 
@@ -242,7 +242,7 @@ def _local_gpu_memory(spec, gpu):
 
 
 def _history_minutes(study: str, store: str | None) -> float | None:
-    from orchestrator.plan import median_minutes
+    from orchestrator.reporting.plan import median_minutes
     from orchestrator.store import Store
 
     try:
@@ -261,7 +261,7 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
     study)."""
     from datetime import UTC, datetime
 
-    from orchestrator.report import (
+    from orchestrator.reporting.report import (
         lease_line,
         recorded_spec,
         split_line,
@@ -269,8 +269,8 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
         wave_split,
         wave_table,
     )
+    from orchestrator.reporting.study_report import studies_status, study_status
     from orchestrator.store import Store
-    from orchestrator.study_report import studies_status, study_status
 
     db = Store(store, writer=False)
     if format == ReportFormat.json:
@@ -325,9 +325,9 @@ def export(study: Annotated[str, typer.Argument(help="The study to export.")],
            format: Annotated[ExportFormat, typer.Option("--format", help="csv or json")] = ExportFormat.csv,
            output: Annotated[Path | None, typer.Option("--output", "-o", help="File; default stdout.")] = None,
            store: StoreOpt = None) -> None:
-    """One row per run: its levels and fixed params, status, metrics, timings, error (orchestrator/export.py)."""
-    from orchestrator.export import export_rows, to_csv, to_json
-    from orchestrator.report import recorded_spec
+    """One row per run: its levels and fixed params, status, metrics, timings, error (reporting/export.py)."""
+    from orchestrator.reporting.export import export_rows, to_csv, to_json
+    from orchestrator.reporting.report import recorded_spec
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
@@ -367,8 +367,8 @@ def analyze(
         help="ols: also print the runs needed to detect this coded effect with 80% power.")] = None,
 ) -> None:
     """Effects and interactions with CIs (designed runs) or a variance decomposition (undesigned runs)."""
-    from orchestrator.analyze import analyze as run_analysis
-    from orchestrator.analyze import load_runs
+    from orchestrator.reporting.analyze import analyze as run_analysis
+    from orchestrator.reporting.analyze import load_runs
 
     runs = load_runs(study=study, store=store, csv=csv, response=response, factors=factors, log=log,
                      optuna_storage=optuna_storage, optuna_study=optuna_study, goal=goal)
@@ -409,7 +409,7 @@ def models(rank: Annotated[int, typer.Option(min=1, help="LoRA rank for the trai
     """The released Qwen3.5 sizes: parameters, LoRA trainable parameters per target preset, and the memory estimate
     per method that resources.gpus_per_run: auto packs by. Counted on the meta device: nothing is downloaded."""
     from orchestrator.extras import require
-    from orchestrator.packing import memory_gb
+    from orchestrator.sizing import memory_gb
 
     require("qwen")
     from experiments.qwen35.counts import released_counts
@@ -458,14 +458,14 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _best_value(runs: list[dict], metric: str, goal: str) -> str:
-    from orchestrator.summary import best_cells
+    from orchestrator.reporting.summary import best_cells
 
     best = best_cells(runs, metric, goal, top=1)
     return "-" if best.empty else f"{metric}={best['mean'].iloc[0]:.4g}"
 
 
 def _print_best(runs: list[dict], metric: str, goal: str, top: int = 5) -> None:
-    from orchestrator.summary import TIE_RULE, best_cells, tied_with_best
+    from orchestrator.reporting.summary import TIE_RULE, best_cells, tied_with_best
 
     every = best_cells(runs, metric, goal, top=len(runs))
     if every.empty:

@@ -32,7 +32,7 @@ from pydantic import (
 
 from orchestrator.artifacts import check_location
 from orchestrator.errors import SpecError
-from orchestrator.packing import auto_problems
+from orchestrator.sizing import auto_problems
 
 Level = bool | int | float | str
 
@@ -113,8 +113,8 @@ class Strategy(_Frozen):
 class Resources(_Frozen):
     gpus_per_run: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] = Field(
         1.0, description="Ray num_gpus per run (fractions share a GPU); ignored on a cluster without GPUs. auto: "
-                         "per run, from its estimated memory (orchestrator/packing.py): small models share a GPU, "
-                         "large ones get one alone."
+                         "per run, from its estimated memory (orchestrator/sizing.py): small models share "
+                         "a GPU, large ones get one alone."
     )
     gpu_memory_gb: float = Field(80.0, gt=0, allow_inf_nan=False,
                                  description="Memory of one GPU of the cluster, for gpus_per_run: auto.")

@@ -189,7 +189,7 @@ def _all_containers(node) -> list[dict]:
 def test_the_driver_leaves_a_job_runtime_env_pythonpath_alone(monkeypatch, tmp_path):
     import json
 
-    from orchestrator.executor import _runtime_env
+    from orchestrator.execution.executor import _runtime_env
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PYTHONPATH", raising=False)

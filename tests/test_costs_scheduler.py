@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from orchestrator import scheduler as scheduler_module
 from orchestrator.cells import make_cell
-from orchestrator.costs import CostModel
-from orchestrator.events import Job
-from orchestrator.scheduler import Scheduler
+from orchestrator.execution import scheduler as scheduler_module
+from orchestrator.execution.costs import CostModel
+from orchestrator.execution.events import Job
+from orchestrator.execution.scheduler import Scheduler
 from orchestrator.spec import parse_spec
 
 SIZES = {"Qwen/Qwen3.5-0.8B": 0.8, "Qwen/Qwen3.5-2B": 2.0, "Qwen/Qwen3.5-4B": 4.0, "Qwen/Qwen3.5-9B": 9.0}

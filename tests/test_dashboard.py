@@ -43,8 +43,8 @@ def study_specs() -> list[dict]:
 
 def build_store(directory: Path, specs: list[dict] | None = None) -> str:
     """A SQLite store filled by running ``specs`` (default :func:`study_specs`) through the real driver and Ray."""
-    from orchestrator.driver import run_study
-    from orchestrator.executor import RayExecutor
+    from orchestrator.execution.driver import run_study
+    from orchestrator.execution.executor import RayExecutor
     from orchestrator.spec import parse_spec
 
     url = f"sqlite:///{directory / 'store.db'}"

@@ -26,7 +26,7 @@ from dashboard import data, effects
 from dashboard.reader import open_readonly
 from orchestrator.analysis import FactorInfo, fit_effects
 from orchestrator.cells import make_cell
-from orchestrator.report import span, wave_split
+from orchestrator.reporting.report import span, wave_split
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from orchestrator import cli
 from orchestrator.cells import make_cell
+from orchestrator.execution.worker import run_cell
 from orchestrator.spec import parse_spec
 from orchestrator.store import RunResult, Store
-from orchestrator.worker import run_cell
 from tests.conftest import synthetic_spec
 
 # More digits than pandas' JSON writer kept (10).

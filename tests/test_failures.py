@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator.driver import run_study
-from orchestrator.executor import RayExecutor
-from orchestrator.retry import RULES
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
+from orchestrator.execution.retry import RULES
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 from tests.conftest import REPO
@@ -174,7 +174,7 @@ def test_the_rules_table_is_documented():
 
 
 def test_retry_rules():
-    from orchestrator.retry import alone_request, decide
+    from orchestrator.execution.retry import alone_request, decide
 
     assert decide("worker_died", attempt=1, max_retries=2).retry and decide("lost", 2, 2).retry
     assert not decide("worker_died", attempt=3, max_retries=2).retry  # 1 attempt + 2 retries

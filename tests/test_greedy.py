@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.driver import run_study
-from orchestrator.executor import RayExecutor
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 from orchestrator.strategies import blind_spots

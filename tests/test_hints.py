@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.analysis import FactorInfo, fit_effects
-from orchestrator.analysis.hints import RULES, Hint, reparam_hints
+from orchestrator.analysis.hints import Hint, reparam_hints
+from orchestrator.analysis.scaling_rules import SCALING_RULES
 from orchestrator.analysis.valley import _fieller
 
 LR = tuple(float(v) for v in np.geomspace(1e-4, 1e-2, 5))
@@ -364,4 +365,4 @@ def test_hint_to_dict_is_strict_json_and_describe_shows_the_suggestion_and_the_c
     text = hint.describe()
     assert text.splitlines()[0].startswith("learning_rate x batch_size [supported]: sweep learning_rate / sqrt(")
     assert "check: valley of the best learning_rate" in text and "why:" in text
-    assert set(RULES) == {"sqrt_scaling", "linear_scaling", "effective_decay", "lora_scale", "rslora_scale"}
+    assert set(SCALING_RULES) == {"sqrt_scaling", "linear_scaling", "effective_decay", "lora_scale", "rslora_scale"}

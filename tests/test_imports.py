@@ -8,7 +8,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["orchestrator", "orchestrator.context", "orchestrator.worker", "experiments"])
+@pytest.mark.parametrize("module", ["orchestrator", "orchestrator.context", "orchestrator.execution.worker",
+                                    "experiments"])
 def test_module_does_not_import_heavy_libraries(module):
     code = (f"import sys, {module}; "
             "print(sorted(m for m in ('torch', 'ray', 'sqlalchemy', 'transformers') if m in sys.modules))")

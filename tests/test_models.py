@@ -15,13 +15,13 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
 
 from experiments.qwen35 import kernels, models
+from experiments.qwen35.data import encode_prompts
 from experiments.qwen35.models import (
     BaseModelCache,
     fingerprint,
     load_model_and_tokenizer,
     resolve_dtype,
 )
-from experiments.qwen35.data import encode_prompts
 from experiments.qwen35.tiny import build_tiny_model, build_tokenizer
 
 # A vision tower as small as Qwen3_5VisionConfig allows, so the VL checkpoint really holds model.visual.* weights.

@@ -7,17 +7,8 @@ import os
 import pytest
 
 from orchestrator.errors import SpecError
-from orchestrator.packing import (
-    Node,
-    check_fits,
-    gpu_share,
-    largest_request,
-    memory_gb,
-    nodes_from_ray,
-    params_of,
-    run_request,
-    typical_request,
-)
+from orchestrator.execution.packing import Node, check_fits, largest_request, nodes_from_ray, typical_request
+from orchestrator.sizing import gpu_share, memory_gb, params_of, run_request
 from orchestrator.spec import parse_spec
 from tests.conftest import synthetic_spec
 
@@ -194,7 +185,7 @@ def _fake_nvidia_smi(directory, output: str, monkeypatch) -> None:
 
 def test_a_local_run_packs_by_this_machines_gpu(tmp_path, monkeypatch):
     from orchestrator.cli import _local_gpu_memory
-    from orchestrator.local_gpu import LocalGpu, local_gpu
+    from orchestrator.execution.local_gpu import LocalGpu, local_gpu
 
     _fake_nvidia_smi(tmp_path, "NVIDIA GeForce RTX 4090, 24564\\nNVIDIA GeForce RTX 4090, 24564\\n", monkeypatch)
     assert local_gpu() == LocalGpu("NVIDIA GeForce RTX 4090", 24564 / 1024)
@@ -212,8 +203,8 @@ def test_a_local_run_packs_by_this_machines_gpu(tmp_path, monkeypatch):
 
 
 def test_no_gpu_found_leaves_the_spec_as_it_is(tmp_path, monkeypatch):
-    from orchestrator import local_gpu as module
     from orchestrator.cli import _local_gpu_memory
+    from orchestrator.execution import local_gpu as module
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     monkeypatch.setattr(module.platform, "system", lambda: "Linux")
@@ -225,7 +216,7 @@ def test_no_gpu_found_leaves_the_spec_as_it_is(tmp_path, monkeypatch):
 
 
 def test_an_apple_gpu_counts_three_quarters_of_unified_memory(monkeypatch, tmp_path):
-    from orchestrator import local_gpu as module
+    from orchestrator.execution import local_gpu as module
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(module.platform, "system", lambda: "Darwin")
@@ -237,8 +228,8 @@ def test_an_apple_gpu_counts_three_quarters_of_unified_memory(monkeypatch, tmp_p
 
 
 def test_declaring_gpus_on_a_machine_without_one_is_warned(tmp_path, monkeypatch):
-    from orchestrator import local_gpu as module
     from orchestrator.cli import _declared_gpus_warning
+    from orchestrator.execution import local_gpu as module
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(module.platform, "system", lambda: "Linux")

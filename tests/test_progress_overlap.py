@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from orchestrator.cells import make_cell
-from orchestrator.events import Finished
-from orchestrator.progress import StudyProgress
+from orchestrator.execution.events import Finished
+from orchestrator.reporting.progress import StudyProgress
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult
 

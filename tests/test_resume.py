@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.errors import SchemaOutOfDate
-from orchestrator.lease import LeaseLost, StudyBusy, StudyLease
+from orchestrator.execution.lease import LeaseLost, StudyBusy, StudyLease
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store

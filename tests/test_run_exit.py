@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orchestrator import cli
 from orchestrator.cells import make_cell
-from orchestrator.driver import NO_RESULT, Outcome, exit_code
+from orchestrator.execution.driver import NO_RESULT, Outcome, exit_code
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
@@ -96,7 +96,7 @@ class FakeRay:
 def failing_start(spec, store, executor, listener=None) -> Outcome:
     """What run_study records for a greedy study whose experiment raises on every replicate of the start point:
     the strategy's first wave, each run FAILED, then the driver's own stop rule."""
-    from orchestrator.pipeline import stop_reason
+    from orchestrator.execution.pipeline import stop_reason
     from orchestrator.strategies import create_strategy
 
     strategy = create_strategy(spec, 1)
@@ -115,8 +115,8 @@ def failing_start(spec, store, executor, listener=None) -> Outcome:
 @pytest.fixture
 def no_ray(monkeypatch):
     FakeRay.addresses = []
-    monkeypatch.setattr("orchestrator.executor.RayExecutor", FakeRay)
-    monkeypatch.setattr("orchestrator.driver.run_study", failing_start)
+    monkeypatch.setattr("orchestrator.execution.executor.RayExecutor", FakeRay)
+    monkeypatch.setattr("orchestrator.execution.driver.run_study", failing_start)
 
 
 def test_a_greedy_study_whose_start_point_failed_says_why_and_exits_3(tmp_path, sqlite_url, no_ray):

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from orchestrator import cli, executor
-from orchestrator.packing import Node
+from orchestrator import cli
+from orchestrator.execution import executor
+from orchestrator.execution.packing import Node
 from tests.conftest import synthetic_spec, write_spec
 
 

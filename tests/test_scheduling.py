@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from orchestrator.driver import run_study
-from orchestrator.executor import RayExecutor
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 

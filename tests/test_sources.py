@@ -7,9 +7,9 @@ import math
 import optuna
 import pytest
 
-from orchestrator.analyze import choose_method
 from orchestrator.errors import WavesweepError
-from orchestrator.sources import csv_runs, optuna_runs
+from orchestrator.reporting.analyze import choose_method
+from orchestrator.reporting.sources import csv_runs, optuna_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,11 +13,10 @@ import pytest
 
 from dashboard import data
 from dashboard.reader import open_readonly
-from orchestrator.cells import make_cell
+from orchestrator.cells import WavePlan, make_cell
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
-from orchestrator.strategies.base import WavePlan
 from tests.conftest import synthetic_spec
 from tests.test_cli import wavesweep
 from tests.test_dashboard import charts, render

@@ -103,10 +103,9 @@ def _open(barrier, url: str) -> None:
 
 def start_studies(url: str, count: int, cells: int):
     """``count`` studies with one wave of ``cells`` PENDING runs each, through the Store API."""
-    from orchestrator.cells import Cell
+    from orchestrator.cells import Cell, WavePlan
     from orchestrator.spec import parse_spec
     from orchestrator.store import Store
-    from orchestrator.strategies.base import WavePlan
     from tests.conftest import synthetic_spec
 
     db = Store(url)
@@ -192,11 +191,10 @@ def same_float(a: float, b: float) -> bool:
 
 def round_trip(url: str, values: dict[str, float]) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
     """``values`` written as a run's final metrics and as its curve (one step each), read back through a reader."""
-    from orchestrator.cells import Cell
+    from orchestrator.cells import Cell, WavePlan
     from orchestrator.spec import parse_spec
     from orchestrator.status import RunStatus
     from orchestrator.store import RunResult, Store
-    from orchestrator.strategies.base import WavePlan
     from tests.conftest import synthetic_spec
 
     db = Store(url)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.driver import run_study
-from orchestrator.executor import RayExecutor
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
 from orchestrator.spec import load_spec, parse_spec
 from orchestrator.store import Store
 from tests.conftest import REPO

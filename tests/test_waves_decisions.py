@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.analysis import FactorInfo, fit_effects
-from orchestrator.driver import run_study
-from orchestrator.executor import Finished, Started
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import Finished, Started
 from orchestrator.spec import parse_spec
 from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
@@ -254,7 +254,7 @@ def test_max_waves_and_max_runs_stops_say_why():
 
 
 def test_plan_and_run_choose_the_same_mode(sqlite_url):
-    from orchestrator.plan import make_plan
+    from orchestrator.reporting.plan import make_plan
     from orchestrator.strategies import wave_size
 
     auto = spec({"x": {"levels": [0.0, 1.0]}, "y": {"levels": [0.0, 1.0]}}, study="auto", mode="auto")

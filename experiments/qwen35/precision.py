@@ -5,7 +5,7 @@ Stepping bfloat16 weights directly loses most small updates: bfloat16 has 8 sign
 0.230 in float32). So, as in PyTorch's automatic mixed precision:
 
 - full fine-tuning keeps float32 master weights, gradients and AdamW moments (16 bytes per parameter, what
-  ``orchestrator.packing`` estimates) and runs the forward and backward passes under ``torch.autocast`` in the
+  ``orchestrator.execution.packing`` estimates) and runs the forward and backward passes under ``torch.autocast`` in the
   compute dtype;
 - LoRA stores the frozen base in the compute dtype (2 bytes per parameter) and its adapters in float32 (PEFT's
   ``autocast_adapter_dtype``), under the same autocast;

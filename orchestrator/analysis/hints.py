@@ -47,6 +47,7 @@ import pandas as pd
 
 from orchestrator.analysis.factors import FactorInfo, factor_infos
 from orchestrator.analysis.results import EffectsResult
+from orchestrator.analysis.scaling_rules import SCALING_RULES, ScalingRule
 from orchestrator.analysis.valley import check_valley as _check
 
 Status = Literal["supported", "approximate", "contradicted", "inconclusive", "unchecked", "not_judged"]
@@ -64,53 +65,6 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "rslora": ("use_rslora", "rslora"),
 }
 
-_REFS = {
-    "malladi": "Malladi et al. 2022, 'On the SDEs and Scaling Rules for Adaptive Gradient Algorithms' (NeurIPS)",
-    "goyal": "Goyal et al. 2017, 'Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour'",
-    "adamw": "Loshchilov & Hutter 2019, 'Decoupled Weight Decay Regularization' (ICLR)",
-    "wang": "Wang & Aitchison 2024, 'How to set AdamW's weight decay as you scale model and dataset size'",
-    "lora": "Hu et al. 2021, 'LoRA: Low-Rank Adaptation of Large Language Models'",
-    "rslora": "Kalajdzievski 2023, 'A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA'",
-}
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One literature rule: the best ``a`` moves like ``b**slope`` (``a`` and ``b`` are roles)."""
-
-    name: str
-    a: str
-    b: str
-    slope: float
-    label: str  # what the new coordinate is, in words
-    rationale: str
-
-
-RULES: dict[str, Rule] = {r.name: r for r in (
-    Rule("sqrt_scaling", "lr", "batch", 0.5, "the learning rate per sqrt(batch)",
-         "With Adam-type optimizers the learning rate that keeps the training dynamics the same grows like the "
-         f"square root of the batch size ({_REFS['malladi']}). Swept as lr / sqrt(batch), the best value stops "
-         "moving with the batch size, so the lr x batch interaction shrinks."),
-    Rule("linear_scaling", "lr", "batch", 1.0, "the learning rate per example",
-         "With SGD the best learning rate grows in proportion to the batch size, up to a critical batch size (the "
-         f"linear scaling rule, {_REFS['goyal']}). Swept as lr / batch, the best value stops moving with the batch "
-         "size, so the lr x batch interaction shrinks."),
-    Rule("effective_decay", "wd", "lr", -1.0, "the effective decay per step",
-         f"AdamW's decoupled weight decay multiplies the weights by (1 - lr * wd) every step ({_REFS['adamw']}), so "
-         "the decay that acts is lr * wd and its timescale 1 / (lr * wd) is what a good setting holds fixed "
-         f"({_REFS['wang']}). Swept on its own, wd's effect depends on lr: that is the interaction. Sweep lr and "
-         "lr * wd instead."),
-    Rule("lora_scale", "alpha", "rank", 1.0, "the adapter scale",
-         f"Standard LoRA multiplies the adapter's update BA by alpha / rank ({_REFS['lora']}), so what alpha does "
-         "depends on the rank it is paired with. Swept as the scale alpha / rank, the best value stops moving with "
-         "the rank if the scale is what matters."),
-    Rule("rslora_scale", "alpha", "rank", 0.5, "the rank-stabilised adapter scale",
-         f"rsLoRA ({_REFS['rslora']}) shows that the adapter's multiplier has to shrink like 1 / sqrt(rank), not "
-         "1 / rank, for learning to stay stable as the rank grows: alpha / sqrt(rank) is the quantity whose best "
-         "value does not move with the rank (it is rsLoRA's multiplier; with standard LoRA's alpha / rank the best "
-         "alpha grows like sqrt(rank))."),
-)}
-
 # Recognised pairs: (a role, b role) and the candidate rules, the expected one first (see _candidates).
 PAIRS: tuple[tuple[str, str], ...] = (("lr", "batch"), ("wd", "lr"), ("alpha", "rank"))
 
@@ -120,7 +74,7 @@ class Hint:
     """A reparametrisation hint for one pair of factors.
 
     ``pair`` = (a, b): a's best value moves with b. ``rule`` names the rule the suggestion uses (a key of
-    :data:`RULES`, or ``"fitted_slope"`` when the data contradict every rule), ``slope`` its d(log a*)/d(log b),
+    :data:`SCALING_RULES`, or ``"fitted_slope"`` when the data contradict every rule), ``slope`` its d(log a*)/d(log b),
     ``coordinates`` the two factors to sweep instead, as formulas in the user's factor names. ``status``:
 
     - ``supported``: the data check ran and the rule's slope is inside the valley slope's interval;
@@ -269,7 +223,7 @@ def _setting(name: str, infos: Mapping[str, FactorInfo], fixed: Mapping[str, Any
 
 
 def _candidates(a_role: str, roles: Mapping[str, str], infos: Mapping[str, FactorInfo],
-                fixed: Mapping[str, Any]) -> tuple[list[Rule], list[str]]:
+                fixed: Mapping[str, Any]) -> tuple[list[ScalingRule], list[str]]:
     """The pair's rules, the one expected in this study first, and notes on how it was chosen."""
     notes: list[str] = []
     if a_role == "lr":
@@ -277,34 +231,34 @@ def _candidates(a_role: str, roles: Mapping[str, str], infos: Mapping[str, Facto
         if opt is None:
             notes.append("optimizer unknown (no optimizer factor or fixed param): Adam-type assumed, the usual "
                          "choice for fine-tuning LLMs, so sqrt scaling is expected; with SGD it is linear")
-            return [RULES["sqrt_scaling"], RULES["linear_scaling"]], notes
+            return [SCALING_RULES["sqrt_scaling"], SCALING_RULES["linear_scaling"]], notes
         values = _setting(opt, infos, fixed)
         kinds = {_value_kind(v) for v in values}
         if kinds == {"sgd"}:
             notes.append(f"{opt} = {values[0] if len(values) == 1 else values}: SGD, so linear scaling is expected")
-            return [RULES["linear_scaling"], RULES["sqrt_scaling"]], notes
+            return [SCALING_RULES["linear_scaling"], SCALING_RULES["sqrt_scaling"]], notes
         if kinds == {"adaptive"}:
-            return [RULES["sqrt_scaling"], RULES["linear_scaling"]], notes
+            return [SCALING_RULES["sqrt_scaling"], SCALING_RULES["linear_scaling"]], notes
         if len(values) > 1 and "sgd" in kinds:
             notes.append(f"{opt} is a factor with levels {values}: the rule differs by optimizer (sqrt for Adam-type, "
                          "linear for SGD) and the check pools them; fit each optimizer's runs apart to check each")
         else:
             notes.append(f"{opt} = {values if len(values) > 1 else values[0]} is not a known optimizer: Adam-type "
                          "assumed (sqrt scaling); with SGD it is linear")
-        return [RULES["sqrt_scaling"], RULES["linear_scaling"]], notes
+        return [SCALING_RULES["sqrt_scaling"], SCALING_RULES["linear_scaling"]], notes
     if a_role == "wd":
         opt = roles.get("optimizer")
         if opt is not None and {_value_kind(v) for v in _setting(opt, infos, fixed)} == {"sgd"}:
             notes.append("with SGD, weight decay is also applied as lr * wd per step, so the rule is the same")
-        return [RULES["effective_decay"]], notes
+        return [SCALING_RULES["effective_decay"]], notes
     flag = roles.get("rslora")
     if flag is not None and flag in infos:
         notes.append(f"{flag} is a factor: the adapter scale differs by its level (alpha / rank, or alpha / "
                      "sqrt(rank) with rsLoRA) and the check pools them")
-        return [RULES["lora_scale"], RULES["rslora_scale"]], notes
+        return [SCALING_RULES["lora_scale"], SCALING_RULES["rslora_scale"]], notes
     if flag is not None and _truthy(fixed.get(flag)):
-        return [RULES["rslora_scale"], RULES["lora_scale"]], notes
-    return [RULES["lora_scale"], RULES["rslora_scale"]], notes
+        return [SCALING_RULES["rslora_scale"], SCALING_RULES["lora_scale"]], notes
+    return [SCALING_RULES["lora_scale"], SCALING_RULES["rslora_scale"]], notes
 
 
 # --- the interaction in the fit -------------------------------------------------------------------------------------
@@ -431,11 +385,11 @@ def _formula(a: str, b: str, slope: float) -> str:
     return f"{a} / {b}^{slope:g}"
 
 
-def _coords(rule: Rule, a: str, b: str) -> tuple[str, str]:
+def _coords(rule: ScalingRule, a: str, b: str) -> tuple[str, str]:
     return _formula(a, b, rule.slope), b
 
 
-def _suggestion(rule: Rule, a: str, b: str) -> str:
+def _suggestion(rule: ScalingRule, a: str, b: str) -> str:
     u, v = _coords(rule, a, b)
     if rule.name == "effective_decay":
         return f"sweep {v} and {u} ({rule.label}) instead of {v} and {a} (log scale both)"

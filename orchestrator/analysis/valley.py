@@ -22,7 +22,7 @@ from orchestrator.analysis.results import EffectsResult
 from orchestrator.analysis.runs import select_runs
 
 if TYPE_CHECKING:
-    from orchestrator.analysis.hints import Rule
+    from orchestrator.analysis.scaling_rules import ScalingRule
 
 # A rule whose slope is outside the interval still counts as "approximate" when it removes at least this share of
 # the interaction (|H_uv / H_uu| in its coordinates vs the original ones): a real slope is never exactly 0.5, and
@@ -31,7 +31,7 @@ APPROXIMATE = 0.8
 
 
 def check_valley(fit: EffectsResult, infos: Mapping[str, FactorInfo], df: pd.DataFrame | None, a: str, b: str,
-           rules: list[Rule], goal: str, diverged_value: float | None) -> dict[str, Any]:
+           rules: list[ScalingRule], goal: str, diverged_value: float | None) -> dict[str, Any]:
     """The valley slope of the quadratic surface in (log a, log b) and each rule's place in its interval."""
 
     def unchecked(reason: str, summary: str, **more: Any) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from orchestrator.store.models import (
 )
 
 if TYPE_CHECKING:
+    from orchestrator.cells import WavePlan
     from orchestrator.spec import Spec
-    from orchestrator.strategies import WavePlan
 
 
 @dataclass(frozen=True)

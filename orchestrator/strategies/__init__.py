@@ -1,8 +1,9 @@
 """Strategies propose waves of cells; the driver runs them. Chosen by `strategy.mode` in the spec."""
 
+from orchestrator.cells import WavePlan
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.errors import SpecError, WavesweepError
-from orchestrator.strategies.base import Strategy, WavePlan
+from orchestrator.strategies.base import Strategy
 from orchestrator.strategies.greedy import Greedy, blind_spots
 from orchestrator.strategies.grid import Grid
 from orchestrator.strategies.waves import Waves

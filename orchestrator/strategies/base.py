@@ -2,19 +2,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orchestrator.cells import Cell
+    from orchestrator.cells import Cell, WavePlan
     from orchestrator.spec import Spec
-
-
-@dataclass(frozen=True)
-class WavePlan:
-    cells: list[Cell]
-    design: str  # name of the design the cells come from, stored with the wave
-    reason: str  # why this wave, in words; stored and shown by `wavesweep status`
 
 
 def run_cost_s(run: dict) -> float | None:

@@ -19,8 +19,8 @@ import itertools
 import statistics
 from dataclasses import dataclass
 
-from orchestrator.cells import Cell, make_cell
-from orchestrator.strategies.base import Strategy, WavePlan
+from orchestrator.cells import Cell, WavePlan, make_cell
+from orchestrator.strategies.base import Strategy
 
 NOISE_MULTIPLE = 2.0
 

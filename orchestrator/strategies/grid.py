@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import math
 
-from orchestrator.cells import Cell, make_cell
+from orchestrator.cells import Cell, WavePlan, make_cell
 from orchestrator.designs import FullFactorial
 from orchestrator.errors import SpecError
-from orchestrator.strategies.base import Strategy, WavePlan
+from orchestrator.strategies.base import Strategy
 
 
 class Grid(Strategy):

@@ -8,10 +8,10 @@ import itertools
 
 import numpy as np
 
+from orchestrator.cells import WavePlan
 from orchestrator.designs.fold_over import fold_over
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.designs.regular import multiply
-from orchestrator.strategies.base import WavePlan
 from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.rules import term_factors
 from orchestrator.strategies.waves.screen import Reading

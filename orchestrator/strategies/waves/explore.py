@@ -13,7 +13,7 @@ import hashlib
 
 from scipy.stats import qmc
 
-from orchestrator.strategies.base import WavePlan
+from orchestrator.cells import WavePlan
 from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.space import Axis
 

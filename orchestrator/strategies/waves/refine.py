@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.strategies.base import WavePlan
+from orchestrator.cells import WavePlan
 from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.space import Axis
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-
 NOISE_MULTIPLE = 2.0  # patience: an improvement must beat this many noise SDs
 
 

@@ -19,8 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from orchestrator.analysis import EffectsResult, FactorInfo, fit_effects
+from orchestrator.cells import WavePlan
 from orchestrator.designs.fractional_factorial import choose_fraction
-from orchestrator.strategies.base import WavePlan
 from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.rules import term_factors
 from orchestrator.strategies.waves.space import Axis, Region

@@ -24,9 +24,10 @@ from its stored design, so a resumed study takes the same decisions.
 
 from __future__ import annotations
 
+from orchestrator.cells import WavePlan
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.errors import SpecError, WavesweepError
-from orchestrator.strategies.base import Strategy, WavePlan
+from orchestrator.strategies.base import Strategy
 from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.dealias import fold_wave
 from orchestrator.strategies.waves.explore import explore_wave

@@ -2,9 +2,9 @@
 
 Workers never touch the store. They send "started" and learning-curve events, and a heartbeat, to a small inbox actor
 that the driver drains; final results come back as task return values. The driver writes the events to the store.
-The live attempts of a study (timeouts, lost heartbeats, failures judged by ``orchestrator/retry.py``) are followed
-in ``orchestrator/attempts.py``; what runs when is decided by the driver's scheduler (``orchestrator/scheduler.py``);
-the events are in ``orchestrator/events.py``.
+The live attempts of a study (timeouts, lost heartbeats, failures judged by ``retry.py``) are followed
+in ``attempts.py``; what runs when is decided by the driver's scheduler (``scheduler.py``);
+the events are in ``events.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Self
 
 from orchestrator.errors import WavesweepError
-from orchestrator.events import Event, Finished, Job, Progress, Retry, Started
+from orchestrator.execution.events import Event, Finished, Job, Progress, Retry, Started
 
 if TYPE_CHECKING:
-    from orchestrator.attempts import Attempts
-    from orchestrator.packing import Node
+    from orchestrator.execution.attempts import Attempts
+    from orchestrator.execution.packing import Node
     from orchestrator.spec import Spec
 
 __all__ = ["Event", "Finished", "Job", "Progress", "RayExecutor", "Retry", "Started"]
@@ -71,13 +71,13 @@ class RayExecutor:
         """The cluster's alive nodes, with their GPUs and CPUs."""
         import ray
 
-        from orchestrator.packing import nodes_from_ray
+        from orchestrator.execution.packing import nodes_from_ray
 
         return nodes_from_ray(ray.nodes())
 
     def check_fits(self, spec: Spec) -> None:
         """Refuse a per-run request that no node can hold (Ray would queue it forever), naming it and the capacity."""
-        from orchestrator.packing import check_fits, largest_request
+        from orchestrator.execution.packing import check_fits, largest_request
 
         check_fits(largest_request(spec), spec.resources.cpus_per_run, self.nodes())
 
@@ -98,7 +98,7 @@ class RayExecutor:
     def slots(self, spec: Spec) -> int:
         """Runs that fit at once: GPUs / GPUs per run (the mean share with ``gpus_per_run: auto``), or CPUs /
         cpus_per_run on a cluster without GPUs."""
-        from orchestrator.packing import typical_request
+        from orchestrator.execution.packing import typical_request
 
         total = self.resources()
         gpus = typical_request(spec)
@@ -108,7 +108,7 @@ class RayExecutor:
 
     def capacity(self, spec: Spec) -> tuple[float, float]:
         """(GPUs, CPUs) of the cluster that runs may take: GPUs are 0 when runs take none (no GPUs, or 0 asked)."""
-        from orchestrator.packing import typical_request
+        from orchestrator.execution.packing import typical_request
 
         total = self.resources()
         gpus = total.get("GPU", 0.0) if typical_request(spec) > 0 else 0.0
@@ -120,8 +120,8 @@ class RayExecutor:
         ends (an error, a lost lease) is cancelled."""
         import ray
 
-        from orchestrator.attempts import Attempts
-        from orchestrator.ray_tasks import Inbox
+        from orchestrator.execution.attempts import Attempts
+        from orchestrator.execution.ray_tasks import Inbox
 
         inbox = Inbox.options(num_cpus=0).remote()
         attempts = Attempts(spec, self.capacity(spec)[0] > 0, inbox)

@@ -8,7 +8,7 @@ from typing import Any
 
 import ray
 
-from orchestrator.worker import run_cell
+from orchestrator.execution.worker import run_cell
 
 
 @ray.remote

@@ -29,8 +29,8 @@ from typing import Any
 from rich.console import Console
 
 from orchestrator.errors import WavesweepError
-from orchestrator.report import span
-from orchestrator.sources import Runs, csv_runs, optuna_runs
+from orchestrator.reporting.report import span
+from orchestrator.reporting.sources import Runs, csv_runs, optuna_runs
 
 DESIGNED_MAX_LEVELS = 5  # a factorial design rarely has more levels per factor; a sampler's draws nearly all differ
 METHODS = ("auto", "ols", "fanova", "surface")
@@ -74,7 +74,7 @@ def choose_method(method: str, runs: Runs) -> str:
 def analyze(runs: Runs, method: str, *, fmt: str, adjust: str, alpha: float, seed: int,
             console: Console, detect: float | None = None) -> None:
     from orchestrator.analysis import decompose, fit_effects, fit_surface, reparam_hints
-    from orchestrator.report import (
+    from orchestrator.reporting.report import (
         needed_runs,
         print_decomposition,
         print_effects,
@@ -180,7 +180,7 @@ def _too_few_for_fanova(runs: Runs) -> str | None:
 
 def _study_runs(study: str, store: str | None) -> Runs:
     from orchestrator.analysis import factor_infos
-    from orchestrator.report import recorded_spec, study_frame, wave_split
+    from orchestrator.reporting.report import recorded_spec, study_frame, wave_split
     from orchestrator.spec import parse_spec
     from orchestrator.store import Store
 

@@ -1,6 +1,6 @@
 """The live attempts of a study on Ray: submitted, followed (events, heartbeats, timeouts) and ended.
 
-What follows a failure is decided by the rules of ``orchestrator/retry.py``: a retried attempt comes back as a
+What follows a failure is decided by the rules of ``retry.py``: a retried attempt comes back as a
 :class:`Retry` event and the driver's scheduler queues the next one (it decides when and where capacity allows). A
 timeout or a lost heartbeat kills the attempt's worker process (``ray.cancel(force=True)``), which frees its GPU.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.events import Event, Finished, Job, Progress, Retry, Started
-from orchestrator.retry import alone_request, decide, status_of
+from orchestrator.execution.events import Event, Finished, Job, Progress, Retry, Started
+from orchestrator.execution.retry import alone_request, decide, status_of
 from orchestrator.status import RunStatus
 from orchestrator.store.store import RunResult
 
@@ -55,7 +55,7 @@ class Attempts:
         return gpus, self.res.cpus_per_run
 
     def submit(self, job: Job, number: int, alone: bool) -> None:
-        from orchestrator.ray_tasks import run_cell_task
+        from orchestrator.execution.ray_tasks import run_cell_task
 
         res = self.res
         gpus, cpus = self.request(job, alone)

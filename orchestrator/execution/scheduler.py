@@ -1,8 +1,8 @@
 """What runs next: a queue of attempts, started longest-predicted first whenever the cluster has room for them.
 
 The driver does not hand a wave to Ray all at once (Ray would start it in an order of its own choosing); it keeps
-the queue and submits only what fits the capacity that is free, so it decides the order (``orchestrator/costs.py``)
-and sees when devices sit idle, which is when a wave's tail can be backfilled (``orchestrator/pipeline.py``).
+the queue and submits only what fits the capacity that is free, so it decides the order (``costs.py``)
+and sees when devices sit idle, which is when a wave's tail can be backfilled (``pipeline.py``).
 Retries go to the front: they are already late.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.events import Job
+    from orchestrator.execution.events import Job
 
 EPS = 1e-9
 
@@ -27,7 +27,7 @@ class Queued:
 
 
 class Scheduler:
-    """Submits queued attempts to ``attempts`` (``orchestrator/attempts.py``) while they fit the free capacity.
+    """Submits queued attempts to ``attempts`` (``attempts.py``) while they fit the free capacity.
 
     ``capacity``: (GPUs, CPUs) the runs may take; GPUs 0 means runs take CPUs only. Idle capacity is integrated
     over time in device-seconds of ``unit`` (GPU, or CPU without GPUs) and collected by ``take_idle``."""

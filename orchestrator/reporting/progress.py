@@ -19,11 +19,11 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.events import Event
+    from orchestrator.execution.events import Event
 
 
 class StudyProgress:
-    """A driver listener (``orchestrator.driver.Listener``) printing to ``console``."""
+    """A driver listener (``orchestrator.execution.driver.Listener``) printing to ``console``."""
 
     def __init__(self, metric: str, console: Console):
         self.metric, self.console = metric, console
@@ -46,7 +46,7 @@ class StudyProgress:
             self.levels[cell.key] = _words(cell)
 
     def event(self, event: Event) -> None:
-        from orchestrator.events import Finished, Retry, Started
+        from orchestrator.execution.events import Finished, Retry, Started
 
         key = getattr(event, "cell_key", None)
         number = self.wave_of.get(key)

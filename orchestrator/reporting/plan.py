@@ -12,7 +12,7 @@ import pandas as pd
 from orchestrator.analysis import design_matrix, factor_infos
 from orchestrator.analysis.aliasing import find_aliasing
 from orchestrator.cells import Cell
-from orchestrator.packing import run_request
+from orchestrator.sizing import run_request
 from orchestrator.spec import Spec
 from orchestrator.strategies import create_strategy
 

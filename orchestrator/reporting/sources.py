@@ -18,7 +18,7 @@ from orchestrator.analysis import FactorInfo, infer_factors
 from orchestrator.errors import WavesweepError
 
 if TYPE_CHECKING:
-    from orchestrator.report import WaveSplit
+    from orchestrator.reporting.report import WaveSplit
 
 # Optuna trial states -> wavesweep run statuses, so the analysis' failed-runs rule applies to them unchanged.
 _OPTUNA_STATUS = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAILED", "RUNNING": "RUNNING",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.report import recorded_spec, wave_kind, wave_split
-from orchestrator.summary import TIE_RULE, best_cells
+from orchestrator.reporting.report import recorded_spec, wave_kind, wave_split
+from orchestrator.reporting.summary import TIE_RULE, best_cells
 
 
 def studies_status(db) -> dict[str, Any]:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Job:
     """A cell as the executor runs it: the run's full params (references resolved), its artifact directory, and the
-    GPUs it asks for (``packing.run_request``: ``resources.gpus_per_run``, or its share with ``auto``)."""
+    GPUs it asks for (``sizing.run_request``: ``resources.gpus_per_run``, or its share with ``auto``)."""
 
     cell: Cell
     params: dict[str, Any]

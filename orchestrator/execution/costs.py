@@ -6,7 +6,7 @@ processing time first, Graham 1969) keeps the devices busy to the end. The predi
 - after runs have finished: a least-squares fit of log(wall time) on the factors (numeric factors as coded
   linear terms, in log space for log factors; categorical ones as indicators), ridge-damped so that a handful of
   runs cannot produce wild extrapolations;
-- before that: the memory estimate of the run's ``model`` param (``packing.memory_gb``), since time grows with
+- before that: the memory estimate of the run's ``model`` param (``sizing.memory_gb``), since time grows with
   model size at least as fast as memory does;
 - otherwise every run is alike and the plan's order stands.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orchestrator.packing import memory_gb
+from orchestrator.sizing import memory_gb
 
 if TYPE_CHECKING:
     from orchestrator.spec import Spec

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from orchestrator.execution.lease import StudyLease
+from orchestrator.execution.pipeline import Pipeline
+from orchestrator.execution.references import resolve_all
 from orchestrator.extras import require
-from orchestrator.lease import StudyLease
-from orchestrator.pipeline import Pipeline
-from orchestrator.references import resolve_all
 from orchestrator.strategies import create_strategy, wave_size
 
 if TYPE_CHECKING:
     from orchestrator.cells import Cell
-    from orchestrator.executor import Event, RayExecutor
+    from orchestrator.execution.executor import Event, RayExecutor
     from orchestrator.spec import Spec
     from orchestrator.store import Store
 
@@ -45,10 +45,11 @@ def run_study(spec: Spec, store: Store, executor: RayExecutor, listener: Listene
     RUNNING ones a dead driver left behind or FAILED ones, runs again in its wave. Then new waves follow, until the
     strategy proposes none or the budget (``max_waves``, ``max_runs``, ``max_gpu_hours``: ``Strategy.budget_stop``)
     stops the study before a wave; the reason is stored with the study (``Store.study_info``). When waves are
-    released, what fills their tails and when the driver stops waiting for stragglers: ``orchestrator/pipeline.py``.
+    released, what fills their tails and when the driver stops waiting for stragglers: ``pipeline.py``.
 
-    The study's lease (``orchestrator/lease.py``) is held throughout: a second driver of the same study is refused
-    with :class:`~orchestrator.lease.StudyBusy` before it writes anything (the CLI takes it before starting Ray).
+    The study's lease (``lease.py``) is held throughout: a second driver of the same study is refused with
+    :class:`~orchestrator.execution.lease.StudyBusy` before it writes anything (the CLI takes it before starting
+    Ray).
     """
     executor.check_fits(spec)  # in seconds, before anything is written: a run cannot span nodes
     executor.check_artifacts(spec)  # every node sees the artifacts (or they go to an object store)

@@ -29,16 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifacts import run_location
 from orchestrator.cells import Cell, make_cell
-from orchestrator.costs import CostModel
-from orchestrator.events import Finished, Job, Progress, Retry, Started
-from orchestrator.packing import run_request
-from orchestrator.references import substitute
-from orchestrator.scheduler import EPS, Scheduler
+from orchestrator.execution.costs import CostModel
+from orchestrator.execution.events import Finished, Job, Progress, Retry, Started
+from orchestrator.execution.references import substitute
+from orchestrator.execution.scheduler import EPS, Scheduler
+from orchestrator.sizing import run_request
 from orchestrator.spec import parse_deadline
 from orchestrator.status import RunStatus
 
 if TYPE_CHECKING:
-    from orchestrator.lease import StudyLease
+    from orchestrator.execution.lease import StudyLease
     from orchestrator.spec import Spec
     from orchestrator.store import Store
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.tables import table
+from orchestrator.reporting.tables import table
 from orchestrator.wave_kinds import is_designed
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""GPU packing: how much of a GPU a run needs, and whether a request fits any node at all.
+"""GPU sizing: how much of a GPU a run needs (``execution/packing.py`` checks the requests against the nodes).
 
 Several small runs can share a GPU (Ray's fractional ``num_gpus``) while a large one gets a GPU alone. The share
 comes from a memory estimate per model size and method, calibrated on Qwen3.5 bf16 figures (LoRA: 0.8B ~3 GB,
@@ -25,17 +25,21 @@ when it has none); waves are sized by the mean share over the model levels and n
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
 from orchestrator.errors import SpecError
 
-if TYPE_CHECKING:
-    from orchestrator.spec import Spec
+
+class SpecFields(Protocol):
+    """What packing reads of a study spec (``orchestrator.spec.Spec`` has it). A protocol, not an import: the spec
+    imports this module to validate ``gpus_per_run: auto``, and the layering keeps that arrow one-way."""
+
+    resources: Any
+    factors: Mapping[str, Any]
+    fixed: Mapping[str, Any]
 
 Method = Literal["lora", "full", "inference"]
 GIB = 1024**3
@@ -84,7 +88,7 @@ AUTO_NEEDS = ("auto needs a 'model' param whose name gives its size (like Qwen/Q
 METHODS = "one of 'lora', 'full' or 'inference' for resources.gpus_per_run: auto"
 
 
-def run_request(spec: Spec, params: Mapping[str, Any]) -> float:
+def run_request(spec: SpecFields, params: Mapping[str, Any]) -> float:
     """The GPUs (Ray ``num_gpus``) one run asks for; ``params`` are its full params (fixed merged with its levels).
 
     Raises a SpecError naming the param when auto cannot size the run; :func:`auto_problems` refuses such specs
@@ -110,19 +114,7 @@ def run_request(spec: Spec, params: Mapping[str, Any]) -> float:
     return gpu_share(estimate, res.gpu_memory_gb)
 
 
-def typical_request(spec: Spec) -> float:
-    """GPUs per run for sizing waves (how many runs fit at once): the mean request over the model (and method)
-    levels. Each level appears equally often in the full factorial, so this is also the mean over its cells."""
-    requests = [run_request(spec, p) for p in _level_params(spec)]
-    return sum(requests) / len(requests)
-
-
-def largest_request(spec: Spec) -> float:
-    """The largest request over the model (and method) levels: what some node must hold (:func:`check_fits`)."""
-    return max(run_request(spec, p) for p in _level_params(spec))
-
-
-def auto_problems(spec: Spec) -> list[tuple[str, str, Any]]:
+def auto_problems(spec: SpecFields) -> list[tuple[str, str, Any]]:
     """Why ``gpus_per_run: auto`` cannot size every run of the spec, as SpecError problems (empty when it can)."""
     res = spec.resources
     if res.gpus_per_run != "auto":
@@ -132,10 +124,10 @@ def auto_problems(spec: Spec) -> list[tuple[str, str, Any]]:
             return [("resources.memory_gb_per_run", _too_big(res.memory_gb_per_run, res.gpu_memory_gb, None),
                      res.memory_gb_per_run)]
         return []
-    models = _param_values(spec, "model")
+    models = param_values(spec, "model")
     if not models:
         return [("resources.gpus_per_run", AUTO_NEEDS, "auto")]
-    methods = _param_values(spec, "method")
+    methods = param_values(spec, "method")
     problems = [(path, f"must be {METHODS}", method) for path, method in methods if not _is_method(method)]
     # Without a 'method' param every run uses resources.memory_method, which pydantic already checked.
     valid_methods = dict.fromkeys(m for _, m in methods if _is_method(m)) if methods else [res.memory_method]
@@ -182,63 +174,15 @@ def _has_size(model: Any) -> bool:
     return True
 
 
-def _where(spec: Spec, name: str, value: Any) -> str:
+def _where(spec: SpecFields, name: str, value: Any) -> str:
     """The spec field that gave run param ``name`` its ``value``, for error messages."""
-    return next((path for path, v in _param_values(spec, name) if v == value), f"params.{name}")
+    return next((path for path, v in param_values(spec, name) if v == value), f"params.{name}")
 
 
-def _param_values(spec: Spec, name: str) -> list[tuple[str, Any]]:
+def param_values(spec: SpecFields, name: str) -> list[tuple[str, Any]]:
     """(field path, value) of each value run param ``name`` takes: its factor's levels, or its fixed value."""
     if name in spec.factors:
         return [(f"factors.{name}.levels[{i}]", v) for i, v in enumerate(spec.factors[name].levels)]
     if name in spec.fixed:
         return [(f"fixed.{name}", spec.fixed[name])]
     return []
-
-
-def _level_params(spec: Spec) -> list[dict[str, Any]]:
-    """The params that decide a run's request, once per combination of their values (one empty dict if none)."""
-    options = [[{name: v} for _, v in _param_values(spec, name)] or [{}] for name in ("model", "method")]
-    return [{**a, **b} for a, b in itertools.product(*options)]
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    gpus: float
-    cpus: float
-
-
-def nodes_from_ray(raw: Iterable[Mapping]) -> list[Node]:
-    """Alive nodes from ``ray.nodes()``: their GPU and CPU totals."""
-    return [Node(str(n.get("NodeManagerAddress") or n.get("NodeID", "?")), float(n["Resources"].get("GPU", 0.0)),
-                 float(n["Resources"].get("CPU", 0.0)))
-            for n in raw if n.get("Alive", True)]
-
-
-def check_fits(gpus_per_run: float, cpus_per_run: float, nodes: list[Node]) -> None:
-    """Refuse a per-run request that no single node can hold, naming the request and the capacity.
-
-    Ray would queue such a task forever (a run cannot span nodes); failing before anything is written is the only
-    useful answer. On a cluster without GPUs, ``gpus_per_run`` is ignored (runs take CPUs), as the executor does.
-    """
-    if not nodes:
-        raise SpecError([("resources", "the cluster has no alive node", 0)])
-    any_gpu = any(n.gpus > 0 for n in nodes)
-    problems = []
-    if any_gpu and gpus_per_run > 0 and not any(n.gpus >= gpus_per_run for n in nodes):
-        largest = f"{max(n.gpus for n in nodes):g} GPUs on {_largest(nodes, 'gpus')}"
-        problems.append(("resources.gpus_per_run",
-                         f"more GPUs than any node has (largest: {largest}; a run cannot span nodes)", gpus_per_run))
-    gpu_nodes = [n for n in nodes if n.gpus >= gpus_per_run] if any_gpu and gpus_per_run > 0 else nodes
-    if gpu_nodes and not any(n.cpus >= cpus_per_run for n in gpu_nodes):
-        where = "any node with the GPUs it asks for" if gpu_nodes is not nodes else "any node"
-        largest = f"{max(n.cpus for n in gpu_nodes):g} CPUs on {_largest(gpu_nodes, 'cpus')}"
-        problems.append(("resources.cpus_per_run", f"more CPUs than {where} has (largest: {largest})",
-                         cpus_per_run))
-    if problems:
-        raise SpecError(problems)
-
-
-def _largest(nodes: list[Node], attr: str) -> str:
-    return max(nodes, key=lambda n: getattr(n, attr)).name
