@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sqlalchemy import Engine, String, and_, case, func, select, type_coerce
+from sqlalchemy import Engine, String, and_, case, func, or_, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from orchestrator.reporting.report import WaveSplit, wave_kind
-from orchestrator.status import RunStatus
+from orchestrator.run_record import RunStatus, earlier_attempts_s
 from orchestrator.store.models import (
     CurvePointModel,
     MetricModel,
@@ -89,13 +89,14 @@ def studies(engine: Engine) -> pd.DataFrame:
             .where(RunModel.status == RunStatus.COMPLETE, MetricModel.kind == "finite", MetricModel.name.in_(metrics))
             .group_by(RunModel.study_id, MetricModel.name)).all()
         cost = conn.execute(_cost_query()).all()
+        earlier = _earlier_attempts_s(conn, None)
         last = conn.execute(select(RunModel.study_id, func.max(RunModel.started_at), func.max(RunModel.finished_at))
                             .group_by(RunModel.study_id)).all()
     by_status: dict[int, dict[str, int]] = {}
     for study_id, status, n in counts:
         by_status.setdefault(study_id, {})[status] = n
     extremes = {(study_id, name): (low, high) for study_id, name, low, high in best}
-    hours = {study_id: (seconds or 0.0) / 3600 for study_id, seconds in cost}
+    hours = {study_id: ((seconds or 0.0) + earlier.get(study_id, 0.0)) / 3600 for study_id, seconds in cost}
     latest = {study_id: max((t for t in times if t is not None), default=None) for study_id, *times in last}
     records = []
     for row in rows:
@@ -118,14 +119,32 @@ def studies(engine: Engine) -> pd.DataFrame:
 
 
 def _cost_query():
-    """Seconds each study's runs cost (the budget's rule, strategies.base.run_cost_s): GPU-seconds when positive,
-    else the worker's wall time, else the store's."""
+    """Seconds the last (or current) attempt of each study's runs cost (the budget's rule, ``run_record.run_cost_s``,
+    without the earlier attempts: :func:`_earlier_attempts_s`): GPU-seconds when positive, else the worker's wall
+    time, else the store's."""
     gpu, wall = aliased(MetricModel), aliased(MetricModel)
     cost = func.coalesce(case((gpu.value > 0, gpu.value)), wall.value, RunModel.wall_s)
     return (select(RunModel.study_id, func.sum(cost))
             .outerjoin(gpu, and_(gpu.run_id == RunModel.id, gpu.name == "gpu_s"))
             .outerjoin(wall, and_(wall.run_id == RunModel.id, wall.name == "wall_s"))
             .group_by(RunModel.study_id))
+
+
+def _earlier_attempts_s(conn, study_id: int | None) -> dict[int, float]:
+    """Seconds each study's runs spent on attempts before their last one (``run_record.earlier_attempts_s``), by
+    study (one study's when ``study_id`` is given), or by run id for one study. Only runs with such attempts are
+    read (retried, or waiting for a retry): they are few, and their attempt logs are JSON the database cannot sum."""
+    query = (select(RunModel.id, RunModel.study_id, type_coerce(RunModel.status, String), RunModel.attempt_log)
+             .where(RunModel.attempt_log.is_not(None),
+                    or_(RunModel.attempts > 1, RunModel.status == RunStatus.PENDING)))
+    if study_id is not None:
+        query = query.where(RunModel.study_id == study_id)
+    out: dict[int, float] = {}
+    for run_id, study, status, log in conn.execute(query).all():
+        seconds = earlier_attempts_s(json.loads(log) if isinstance(log, str) else log, status)
+        key = run_id if study_id is not None else study
+        out[key] = out.get(key, 0.0) + seconds
+    return out
 
 
 def _state(counts: dict[str, int], stop_reason: str | None) -> str:
@@ -166,8 +185,9 @@ def load_study(engine: Engine, name: str) -> Study | None:
         metrics = conn.execute(
             select(MetricModel.run_id, MetricModel.name, MetricModel.value, MetricModel.kind)
             .join(RunModel, MetricModel.run_id == RunModel.id).where(RunModel.study_id == row.id)).all()
+        earlier = _earlier_attempts_s(conn, row.id)
     spec = row.spec
-    runs = _runs_frame(runs, metrics, list(spec["factors"]))
+    runs = _runs_frame(runs, metrics, list(spec["factors"]), earlier)
     return Study(
         name=name, spec=spec, factors=list(spec["factors"]), metric=spec["response"]["metric"],
         goal=spec["response"].get("goal", "minimize"), mode=spec.get("strategy", {}).get("mode", "auto"),
@@ -218,7 +238,7 @@ def _params(values: list) -> list[dict]:
     return list(values)
 
 
-def _runs_frame(rows: list, metric_rows: list, factors: list[str]) -> pd.DataFrame:
+def _runs_frame(rows: list, metric_rows: list, factors: list[str], earlier: dict[int, float]) -> pd.DataFrame:
     runs = _frame(rows, _RUN_COLUMNS)
     runs["backfill"] = runs["backfill"].astype(bool)
     params = pd.DataFrame.from_records(_params(list(runs.pop("params"))), index=runs.index, columns=factors)
@@ -233,19 +253,21 @@ def _runs_frame(rows: list, metric_rows: list, factors: list[str]) -> pd.DataFra
         metrics.loc[special, "value"] = [decode_float(None, k) for k in metrics.loc[special, "kind"]]
         wide = metrics.pivot(index="run_id", columns="name", values="value").add_prefix("metric.")
         runs = runs.join(wide.astype(float), on="run_id")
-    runs["cost_s"] = _cost_s(runs)
+    runs["cost_s"] = _cost_s(runs, earlier)
     return runs
 
 
-def _cost_s(runs: pd.DataFrame) -> pd.Series:
-    """strategies.base.run_cost_s, vectorised: metric.gpu_s when positive, else metric.wall_s, else wall_s."""
+def _cost_s(runs: pd.DataFrame, earlier: dict[int, float]) -> pd.Series:
+    """``run_record.run_cost_s``, vectorised: metric.gpu_s when positive, else metric.wall_s, else wall_s; plus the
+    run's ``earlier`` attempts (by run id); NaN when it has neither."""
     cost = pd.Series(np.nan, index=runs.index)
     for column, positive in (("metric.gpu_s", True), ("metric.wall_s", False), ("wall_s", False)):
         if column in runs:
             values = pd.to_numeric(runs[column], errors="coerce")
             usable = np.isfinite(values) & ((values > 0) if positive else True)
             cost = cost.where(cost.notna() | ~usable, values)
-    return cost
+    before = runs["run_id"].map(earlier).fillna(0.0).astype(float)
+    return cost.fillna(0.0).add(before).where(cost.notna() | (before > 0))
 
 
 def curve(engine: Engine, run_id: int) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from orchestrator.analysis import (
     fit_effects,
     fit_surface,
 )
+from orchestrator.analysis.coding import term_factors
 from orchestrator.reporting.report import WaveSplit
 from orchestrator.spec import Factor
 
@@ -250,11 +251,6 @@ def alias_frame(result: EffectsResult) -> pd.DataFrame:
     rows = [{"not estimable": name, "carried by": " + ".join(combo) or "nothing (no variation)"}
             for name, combo in result.not_estimable.items()]
     return pd.DataFrame(rows, columns=["not estimable", "carried by"])
-
-
-def term_factors(term: str) -> frozenset[str]:
-    """"lr:opt[sgd]" -> {lr, opt}; "lr^2:rank" -> {lr, rank}."""
-    return frozenset(part.split("[")[0].removesuffix("^2") for part in term.split(":"))
 
 
 def interaction_matrix(fit: Fit) -> pd.DataFrame:

@@ -182,9 +182,6 @@ class Spec(_Frozen):
         core = {"experiment": self.experiment, "fixed": self.fixed, "response": self.response.metric}
         return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def load_experiment(self) -> Callable[..., Any]:
-        return import_experiment(self.experiment)
-
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

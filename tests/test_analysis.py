@@ -31,8 +31,8 @@ from orchestrator.analysis import (
     runs_needed,
 )
 from orchestrator.context import RunContext
+from orchestrator.run_record import RunStatus
 from orchestrator.spec import Factor
-from orchestrator.status import RunStatus
 
 
 def grid(levels: dict[str, list], replicates: int = 1) -> pd.DataFrame:

@@ -6,11 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.run_record import RunStatus, run_cost_s, spent_hours
 from orchestrator.spec import parse_spec
-from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from orchestrator.strategies import Grid
-from orchestrator.strategies.base import run_cost_s, spent_hours
 from tests.conftest import synthetic_spec
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -86,3 +85,20 @@ def test_budget_stop_predicts_the_next_wave_with_the_retries_included(recorded):
     # 4 runs at 0.583 GPU-h (one finished run: 2100 s with its failed attempt) need 2.33, and 1.9 of 3 are left.
     assert Grid(looser).budget_stop(list(runs.values()), cells) == (
         "the next wave would need ~2.33 GPU-h (4 runs at 0.583 GPU-h each), 1.9 left of max_gpu_hours 3")
+
+
+def test_the_dashboard_counts_the_gpu_hours_the_budget_counts(recorded, store_url):
+    from dashboard.data import load_study, studies
+    from dashboard.reader import open_readonly
+
+    spec, runs, _ = recorded
+    engine = open_readonly(store_url)
+    try:
+        row = studies(engine).set_index("study").loc[spec.study]
+        shown = load_study(engine, spec.study).runs.set_index("cell_key")["cost_s"]
+    finally:
+        engine.dispose()
+    assert row["gpu_hours"] == pytest.approx(spent_hours(list(runs.values()))[0])
+    for key, run in runs.items():
+        expected = run_cost_s(run)
+        assert (shown[key] != shown[key]) if expected is None else shown[key] == pytest.approx(expected), key

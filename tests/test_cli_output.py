@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from orchestrator import cli
 from orchestrator.cells import make_cell
+from orchestrator.run_record import RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from tests.conftest import REPO, synthetic_spec, write_spec
 

@@ -20,8 +20,8 @@ from sqlalchemy import text
 
 from orchestrator.errors import SchemaOutOfDate
 from orchestrator.execution.lease import LeaseLost, StudyBusy, StudyLease
+from orchestrator.run_record import RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from tests.conftest import REPO, insert_old_study, synthetic_spec, write_spec
 

@@ -14,8 +14,8 @@ import pytest
 from dashboard import data
 from dashboard.reader import open_readonly
 from orchestrator.cells import WavePlan, make_cell
+from orchestrator.run_record import RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from tests.conftest import synthetic_spec
 from tests.test_cli import wavesweep

@@ -18,8 +18,8 @@ import pytest
 from orchestrator.analysis import FactorInfo, fit_effects
 from orchestrator.execution.driver import run_study
 from orchestrator.execution.executor import Finished, Started
+from orchestrator.run_record import RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.status import RunStatus
 from orchestrator.store import RunResult, Store
 from orchestrator.strategies import Waves, create_strategy
 from orchestrator.strategies.waves.dealias import augment, best_fold

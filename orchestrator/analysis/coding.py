@@ -143,3 +143,8 @@ def _code_factor(name: str, df: pd.DataFrame, info: FactorInfo) -> list[_Part]:
         column = np.array([1.0 if v == level else -1.0 if v == reference else 0.0 for v in values])
         parts.append(_Part(f"{name}[{level}]", name, column, 1))
     return parts
+
+
+def term_factors(term: str) -> frozenset[str]:
+    """The factors a term or column name involves: ``"lr:opt[sgd]"`` -> {lr, opt}; ``"lr^2:rank"`` -> {lr, rank}."""
+    return frozenset(part.split("[", 1)[0].removesuffix("^2") for part in term.split(":"))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.execution.events import Event, Finished, Job, Progress, Retry, Started
 from orchestrator.execution.retry import alone_request, decide, status_of
-from orchestrator.status import RunStatus
+from orchestrator.run_record import RunStatus
 from orchestrator.store.store import RunResult
 
 if TYPE_CHECKING:

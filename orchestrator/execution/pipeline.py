@@ -33,9 +33,9 @@ from orchestrator.execution.costs import CostModel
 from orchestrator.execution.events import Finished, Job, Progress, Retry, Started
 from orchestrator.execution.references import substitute
 from orchestrator.execution.scheduler import EPS, Scheduler
+from orchestrator.run_record import RunStatus
 from orchestrator.sizing import run_request
 from orchestrator.spec import parse_deadline
-from orchestrator.status import RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.execution.lease import StudyLease

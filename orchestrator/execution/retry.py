@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from orchestrator.status import RunStatus
+from orchestrator.run_record import RunStatus
 
 
 @dataclass(frozen=True)

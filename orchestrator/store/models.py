@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from orchestrator.status import RunStatus
+from orchestrator.run_record import RunStatus
 
 
 class UTCDateTime(TypeDecorator):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from orchestrator.cells import Cell
 from orchestrator.errors import StoreError, StudyMismatch
-from orchestrator.status import FINISHED, RunStatus
+from orchestrator.run_record import FINISHED, RunStatus, earlier_attempts_s
 from orchestrator.store.engine import ensure_schema, make_engine, mask, resolve_url, session_scope
 from orchestrator.store.models import (
     CurvePointModel,
@@ -373,30 +373,12 @@ def _flatten(run: RunModel, wave_number: int, design: str) -> dict[str, Any]:
     }
     record.update({f"param.{k}": v for k, v in run.params.items()})
     record.update({f"metric.{m.name}": decode_float(m.value, m.kind) for m in run.metrics})
-    # GPU-seconds of the attempts that ended before the current or last one (which reports its own cost in its
-    # metrics): the budget counts every attempt, since a retried run spent GPU time on each. A PENDING run has no
-    # current attempt, so every ended one is earlier. Wall x gpus; wall alone for an attempt without GPUs.
-    earlier_s = 0.0
-    for entry in (run.attempt_log or [])[:None if run.status == RunStatus.PENDING else -1]:
-        # An attempt closed because its driver died ends when the next driver started, maybe hours later: its
-        # real end is unknown, and counting until then could spend a budget on time no GPU worked.
-        if entry.get("error_kind") == "driver_died":
-            continue
-        try:
-            start, end = (datetime.fromisoformat(entry[key]) for key in ("started_at", "finished_at"))
-        except (KeyError, TypeError, ValueError):  # never started (its worker died first), or still open
-            continue
-        # Times read back from a database without time zones (SQLite) are naive UTC.
-        start, end = (t if t.tzinfo else t.replace(tzinfo=utcnow().tzinfo) for t in (start, end))
-        gpus = entry.get("gpus")
-        gpus = gpus if isinstance(gpus, (int, float)) and gpus > 0 else 1.0
-        earlier_s += max(0.0, (end - start).total_seconds()) * gpus
     record.update({
         "started_at": run.started_at, "finished_at": run.finished_at, "wall_s": run.wall_s,
         "host": run.host, "device": run.device,
         "error_kind": run.error_kind, "error_message": run.error_message,
         "artifact_dir": run.artifact_dir, "inputs": run.inputs,
-        "earlier_attempts_s": earlier_s,
+        "earlier_attempts_s": earlier_attempts_s(run.attempt_log, run.status),
     })
     return record
 

@@ -1,43 +1,13 @@
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
+
+from orchestrator.run_record import spent_hours
 
 if TYPE_CHECKING:
     from orchestrator.cells import Cell, WavePlan
     from orchestrator.spec import Spec
-
-
-def run_cost_s(run: dict) -> float | None:
-    """What a run cost, in seconds of the budget's unit: its GPU-seconds (``metric.gpu_s``, wall time x GPUs, set
-    by the worker), or its wall time when it held no GPU (a CPU-only study counts run-hours); plus what its earlier
-    attempts cost (``earlier_attempts_s``: a retried run spent GPU time on each). None when the run has reported
-    neither (not finished, or its worker died before it could, and no earlier attempt ended)."""
-    final = final_cost_s(run)
-    earlier = run.get("earlier_attempts_s")
-    earlier = float(earlier) if isinstance(earlier, (int, float)) and math.isfinite(earlier) and earlier > 0 else 0.0
-    if final is None:
-        return earlier or None
-    return final + earlier
-
-
-def final_cost_s(run: dict) -> float | None:
-    """The cost of a run's current or last attempt alone, as it reported it (see :func:`run_cost_s`)."""
-    for key in ("metric.gpu_s", "metric.wall_s", "wall_s"):
-        value = run.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or key != "metric.gpu_s"):
-            return float(value)
-    return None
-
-
-def spent_hours(runs: list[dict]) -> tuple[float, float | None]:
-    """(GPU-hours the runs used, every attempt counted; mean GPU-hours of a run that reported its cost, its retries
-    included, None when none did). A run still waiting for a retry counts in what was used, not in the mean: its
-    cost so far is not what a run costs."""
-    spent = sum(c for c in map(run_cost_s, runs) if c is not None)
-    done = [run_cost_s(r) for r in runs if final_cost_s(r) is not None]
-    return spent / 3600, (sum(done) / len(done) / 3600 if done else None)
 
 
 class Strategy(ABC):

@@ -8,12 +8,12 @@ import itertools
 
 import numpy as np
 
+from orchestrator.analysis.coding import term_factors
 from orchestrator.cells import WavePlan
 from orchestrator.designs.fold_over import fold_over
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.designs.regular import multiply
 from orchestrator.strategies.waves.cells import Seeds
-from orchestrator.strategies.waves.rules import term_factors
 from orchestrator.strategies.waves.screen import Reading
 from orchestrator.strategies.waves.space import Axis, Region
 

@@ -12,15 +12,6 @@ from collections.abc import Callable, Sequence
 NOISE_MULTIPLE = 2.0  # patience: an improvement must beat this many noise SDs
 
 
-def factor_of(column: str) -> str:
-    """The factor a coded column part belongs to: ``lr`` for ``lr``, ``lr^2`` and ``opt[sgd]`` -> ``opt``."""
-    return column.split("[", 1)[0].removesuffix("^2")
-
-
-def term_factors(term: str) -> list[str]:
-    return [factor_of(part) for part in term.split(":")]
-
-
 def _value(run: dict, key: str) -> float | None:
     value = run.get(key)
     if run.get("status") != "COMPLETE" or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -28,7 +19,7 @@ def _value(run: dict, key: str) -> float | None:
     return float(value)
 
 
-def cell_means(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> dict[tuple, tuple[float, int]]:
+def point_means(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> dict[tuple, tuple[float, int]]:
     """Mean response and count per point (factor levels, seeds pooled) over the COMPLETE runs."""
     sums: dict[tuple, list[float]] = {}
     for run in runs:
@@ -51,7 +42,7 @@ def noise_sd(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> float
 
 
 def best_cell(runs: Sequence[dict], metric: str, goal: str, factors: Sequence[str]) -> tuple[tuple, float] | None:
-    means = cell_means(runs, metric, factors)
+    means = point_means(runs, metric, factors)
     if not means:
         return None
     pick = min if goal == "minimize" else max

@@ -19,10 +19,10 @@ import pandas as pd
 from scipy import stats
 
 from orchestrator.analysis import EffectsResult, FactorInfo, fit_effects
+from orchestrator.analysis.coding import term_factors
 from orchestrator.cells import WavePlan
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.strategies.waves.cells import Seeds
-from orchestrator.strategies.waves.rules import term_factors
 from orchestrator.strategies.waves.space import Axis, Region
 
 # strategy.screen -> where the screening levels sit, as a share of each range from its ends

@@ -1,0 +1,80 @@
+"""A run record's vocabulary, in one place: its statuses (one closed set, shared by the store, the executor and the
+CLI) and what it cost (the budget's rule: the strategies stop on it, the dashboard shows it)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+
+class RunStatus(str, Enum):
+    PENDING = "PENDING"  # in the store, not yet handed to Ray
+    RUNNING = "RUNNING"  # a worker started it
+    COMPLETE = "COMPLETE"  # run() returned the response metric
+    FAILED = "FAILED"  # an exception, a dead or lost worker; error_kind and traceback say which
+    DIVERGED = "DIVERGED"  # the loss became NaN/inf or exploded: a result about the configuration
+    TIMEOUT = "TIMEOUT"  # ran past resources.timeout_s; its worker was killed
+    OOM = "OOM"  # out of memory, on every attempt (each retry ran alone)
+    PRUNED = "PRUNED"  # stopped early by the strategy
+
+
+# Statuses that hold a result of the configuration itself; resume keeps them. A DIVERGED run would diverge again
+# with the same seed, so it is not re-run. Everything else (a crash, a driver that died mid-run) is requeued.
+FINISHED = frozenset({RunStatus.COMPLETE, RunStatus.DIVERGED, RunStatus.PRUNED})
+
+
+def earlier_attempts_s(attempt_log: Iterable[Mapping[str, Any]] | None, status: str) -> float:
+    """Device-seconds of the attempts that ended before a run's current or last one (which reports its own cost in
+    its metrics): the budget counts every attempt, since a retried run spent GPU time on each. A PENDING run has no
+    current attempt, so every ended one is earlier. Wall x gpus; wall alone for an attempt without GPUs."""
+    entries = list(attempt_log or [])
+    total = 0.0
+    for entry in entries[:None if status == RunStatus.PENDING else -1]:
+        # An attempt closed because its driver died ends when the next driver started, maybe hours later: its
+        # real end is unknown, and counting until then could spend a budget on time no GPU worked.
+        if entry.get("error_kind") == "driver_died":
+            continue
+        try:
+            start, end = (datetime.fromisoformat(entry[key]) for key in ("started_at", "finished_at"))
+        except (KeyError, TypeError, ValueError):  # never started (its worker died first), or still open
+            continue
+        # Times read back from a database without time zones (SQLite) are naive UTC.
+        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+        gpus = entry.get("gpus")
+        gpus = gpus if isinstance(gpus, (int, float)) and gpus > 0 else 1.0
+        total += max(0.0, (end - start).total_seconds()) * gpus
+    return total
+
+
+def run_cost_s(run: dict) -> float | None:
+    """What a run cost, in seconds of the budget's unit: its GPU-seconds (``metric.gpu_s``, wall time x GPUs, set
+    by the worker), or its wall time when it held no GPU (a CPU-only study counts run-hours); plus what its earlier
+    attempts cost (``earlier_attempts_s``: a retried run spent GPU time on each). None when the run has reported
+    neither (not finished, or its worker died before it could, and no earlier attempt ended)."""
+    final = final_cost_s(run)
+    earlier = run.get("earlier_attempts_s")
+    earlier = float(earlier) if isinstance(earlier, (int, float)) and math.isfinite(earlier) and earlier > 0 else 0.0
+    if final is None:
+        return earlier or None
+    return final + earlier
+
+
+def final_cost_s(run: dict) -> float | None:
+    """The cost of a run's current or last attempt alone, as it reported it (see :func:`run_cost_s`)."""
+    for key in ("metric.gpu_s", "metric.wall_s", "wall_s"):
+        value = run.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or key != "metric.gpu_s"):
+            return float(value)
+    return None
+
+
+def spent_hours(runs: list[dict]) -> tuple[float, float | None]:
+    """(GPU-hours the runs used, every attempt counted; mean GPU-hours of a run that reported its cost, its retries
+    included, None when none did). A run still waiting for a retry counts in what was used, not in the mean: its
+    cost so far is not what a run costs."""
+    spent = sum(c for c in map(run_cost_s, runs) if c is not None)
+    done = [run_cost_s(r) for r in runs if final_cost_s(r) is not None]
+    return spent / 3600, (sum(done) / len(done) / 3600 if done else None)
