@@ -161,9 +161,13 @@ def run(
         if outcome.stop_reason:
             console.print(f"Stopped: {outcome.stop_reason}", highlight=False, soft_wrap=True, markup=False)
         if outcome.mode == "greedy":
-            _print_blind_spots(spec, db.runs(spec.study))
+            from orchestrator.reporting.best import print_blind_spots
+
+            print_blind_spots(console, spec, db.runs(spec.study))
+    from orchestrator.reporting.best import print_best
+
     runs = db.runs(spec.study)
-    _print_best(runs, spec.response.metric, spec.response.goal)
+    print_best(console, runs, spec.response.metric, spec.response.goal)
     console.print(f"Results: {escape(db.display_url)} (study [bold]{study}[/]). "
                   f"Export: wavesweep export {study} --format csv{escape(flag)}", highlight=False, soft_wrap=True)
     if code := exit_code(runs):
@@ -261,6 +265,7 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
     study)."""
     from datetime import UTC, datetime
 
+    from orchestrator.reporting.best import best_value, print_best
     from orchestrator.reporting.report import (
         lease_line,
         recorded_spec,
@@ -282,7 +287,7 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
         for name in db.study_names():
             spec = db.study_spec(name) or {}
             counts = db.status_counts(name)
-            best = _best_value(db.runs(name), spec["response"]["metric"], spec["response"]["goal"])
+            best = best_value(db.runs(name), spec["response"]["metric"], spec["response"]["goal"])
             stop = (db.study_info(name) or {}).get("stop_reason") or "-"
             rows.append((name, str(sum(counts.values())), _counts(counts), best, stop))
         console.print(table(("study", "runs", "by status", "best", "stopped because"), rows,
@@ -317,7 +322,7 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
         kinds = ", ".join(a.get("error_kind") or "?" for a in logs.get(r["cell_key"], [])[:-1] if "status" in a)
         console.print(f"{r['status']} run {r['run_id']} after {r['attempts']} attempts (earlier: {kinds or '-'})",
                       highlight=False, soft_wrap=True, markup=False)
-    _print_best(runs, spec["response"]["metric"], spec["response"]["goal"])
+    print_best(console, runs, spec["response"]["metric"], spec["response"]["goal"])
 
 
 @app.command()
@@ -432,21 +437,6 @@ def db_upgrade(store: StoreOpt = None) -> None:
     console.print(f"{mask(url)} is at the current schema.", highlight=False, soft_wrap=True, markup=False)
 
 
-def _print_blind_spots(spec, runs: list[dict]) -> None:
-    from orchestrator.strategies import blind_spots
-
-    blind, proposal = blind_spots(spec, runs)
-    if not blind:
-        console.print("Greedy path: every two-way interaction is estimable from the runs.", highlight=False)
-        return
-    console.print("Greedy mode changes one factor at a time, so it cannot estimate these interactions: "
-                  + ", ".join(f"{a}:{b}" for a, b in blind) + ".", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"The smallest extra design that would: {len(proposal)} runs around the best point found:",
-                  highlight=False)
-    for cell in proposal:
-        console.print("  " + ", ".join(f"{k}={v}" for k, v in cell.levels.items()), highlight=False, markup=False)
-
-
 def _store_flag(store: str | None) -> str:
     from orchestrator.store import mask
 
@@ -455,60 +445,3 @@ def _store_flag(store: str | None) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-
-
-def _best_value(runs: list[dict], metric: str, goal: str) -> str:
-    from orchestrator.reporting.summary import best_cells
-
-    best = best_cells(runs, metric, goal, top=1)
-    return "-" if best.empty else f"{metric}={best['mean'].iloc[0]:.4g}"
-
-
-def _print_best(runs: list[dict], metric: str, goal: str, top: int = 5) -> None:
-    from orchestrator.reporting.summary import TIE_RULE, best_cells, tied_with_best
-
-    every = best_cells(runs, metric, goal, top=len(runs))
-    if every.empty:
-        console.print(f"No COMPLETE run has {metric!r} yet.", highlight=False, soft_wrap=True, markup=False)
-        return
-    best = every.head(top)
-    factors = [c for c in best.columns if c.startswith("param.")]
-    title = (f"Best cells by mean {metric} ({'lowest' if goal == 'minimize' else 'highest'} first; n: seeds, "
-             "vs best: Welch t-test)")
-    # Narrow on purpose: at 80 columns (a pipe) the three-factor demo fits with every level and number whole; the
-    # metric is in the title, the verdict wraps at its space ("tied" / "p=0.088") instead of a number folding.
-    rows = [(*[str(row[c]) for c in factors], f"{row['mean']:.4g}",
-             "-" if row["std"] != row["std"] else f"{row['std']:.2g}", str(row["n"]), _vs_best(row))
-            for _, row in best.iterrows()]
-    console.print(table((*[c.removeprefix("param.") for c in factors], "mean", "std", "n", "vs best"), rows,
-                        title=title, wrap=("vs best",)))
-
-    def config(row) -> str:
-        return ", ".join(f"{c.removeprefix('param.')}={row[c]}" for c in factors)
-
-    first = best.iloc[0]
-    console.print(f"Best configuration: {config(first)} ({metric} = {first['mean']:.4g})", highlight=False,
-                  soft_wrap=True, markup=False)
-    tied, unknown = tied_with_best(every)
-    if len(tied):
-        # One cell a line: joined into one line, four demo cells made 300 characters that a pipe does not fold.
-        console.print(f"Not distinguishable from it ({len(tied)} cell(s)):", highlight=False)
-        for _, row in tied.iterrows():
-            console.print(f"  {config(row)} ({metric} = {row['mean']:.6g}, p = {row['p_vs_best']:.2g})",
-                          highlight=False, soft_wrap=True, markup=False)
-    elif first["n"] >= 2:
-        console.print("Every other cell with 2 or more seeds is distinguishable from it.", highlight=False)
-    if first["n"] < 2:
-        console.print("The best cell has one seed: which cells are within the noise of it cannot be told.",
-                      highlight=False)
-    elif len(unknown):
-        console.print(f"{len(unknown)} cell(s) with one seed cannot be told from it.", highlight=False)
-    console.print(f"Rule: {TIE_RULE}.", highlight=False, markup=False)  # prose: folds at the width, at spaces
-
-
-def _vs_best(row) -> str:
-    """The table's "vs best" cell: the comparison's verdict and p-value."""
-    if row["vs_best"] in ("best", "unknown"):
-        return "-" if row["vs_best"] == "unknown" else "best"
-    p = row["p_vs_best"]
-    return f"{row['vs_best']} " + ("p<0.01" if p < 0.01 else f"p={p:.2g}")  # 7 characters at most: see _print_best

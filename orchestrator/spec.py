@@ -13,8 +13,6 @@ import importlib
 import json
 import math
 import re
-import types
-import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,7 +29,7 @@ from pydantic import (
 )
 
 from orchestrator.artifacts import check_location
-from orchestrator.errors import SpecError
+from orchestrator.errors import SpecError, problems_from_pydantic
 from orchestrator.sizing import auto_problems
 
 Level = bool | int | float | str
@@ -67,7 +65,7 @@ class Response(_Frozen):
     goal: Literal["minimize", "maximize"] = "minimize"
 
 
-class Strategy(_Frozen):
+class StrategySettings(_Frozen):
     mode: Literal["auto", "grid", "waves", "greedy"] = Field(
         "auto", description="grid: the full factorial, split into waves; waves: adaptive fractions; greedy: "
                             "one-at-a-time hill-climbing for one GPU; auto: greedy on one slot, else waves "
@@ -108,6 +106,12 @@ class Strategy(_Frozen):
                           "times the median run time of its finished runs, once half have finished). The next "
                           "wave is then designed from the finished runs; the stragglers run on and are recorded."
     )
+
+    @property
+    def deadline(self) -> tuple[str, float] | None:
+        """``wave_deadline`` parsed (the spec's validation refused any it cannot parse): ("s", seconds) or ("x",
+        a multiple of the median run time); None without a deadline."""
+        return None if self.wave_deadline is None else parse_deadline(self.wave_deadline)
 
 
 class Resources(_Frozen):
@@ -160,7 +164,7 @@ class Spec(_Frozen):
     fixed: dict[str, Any] = Field(default_factory=dict, description="Params passed unchanged to every run.")
     factors: dict[str, Factor] = Field(description="Params that vary, with their levels.")
     response: Response
-    strategy: Strategy = Strategy()
+    strategy: StrategySettings = StrategySettings()
     resources: Resources = Resources()
     artifacts: StrictStr = Field(
         "wavesweep-artifacts", description="Where run outputs (adapters) go, <artifacts>/<study>/<cell key>: a "
@@ -224,7 +228,7 @@ def parse_spec(data: Any, *, check_experiment: bool = True) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        problems = _problems_from_pydantic(exc.errors(), Spec)
+        problems = problems_from_pydantic(exc.errors(), Spec, _UNION_MESSAGES)
         # The constraints between fields are checked too, on the fields that are valid, so that one report lists
         # every problem of the file (not the type errors first and the rest after the user fixed them).
         bad = _bad_fields(exc.errors())
@@ -393,106 +397,8 @@ def _check_factor(path: str, name: str, factor: Factor, spec: Spec) -> list[tupl
     return problems
 
 
-_PYDANTIC_MESSAGES = {
-    "missing": "is required",
-    "string_type": "must be a string",
-    "int_type": "must be an integer",
-    "float_type": "must be a number",
-    "bool_type": "must be true or false",
-    "dict_type": "must be a mapping",
-    "tuple_type": "must be a list",
-    "model_type": "must be a mapping",
-}
-
-
 # A value that fits no member of a union field: one problem saying what the field takes (instead of one per member).
 _UNION_MESSAGES = {
     "resources.gpus_per_run": "must be a number >= 0 or 'auto'",
     "strategy.wave_deadline": _DEADLINE,
 }
-
-
-def _problems_from_pydantic(errors: list[dict[str, Any]], model: type[BaseModel]) -> list[tuple[str, str, Any]]:
-    """pydantic's errors as problems, in its order. pydantic reports a union field once per member it tried, each
-    under a location ending in the member's tag (``resources.gpus_per_run.constrained-float``, ``...literal['auto']``);
-    those are grouped into one problem at the field's own path."""
-    grouped: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-    for n, err in enumerate(errors):
-        tag = _union_tag_at(model, err["loc"])
-        grouped.setdefault(("one", n) if tag is None else ("union", err["loc"][:tag]), []).append(err)
-    return [_from_pydantic(errs[0], model) if kind == "one" else _from_union(key, errs, model)
-            for (kind, key), errs in grouped.items()]
-
-
-def _from_union(loc: tuple[Any, ...], errors: list[dict[str, Any]], model: type[BaseModel]) -> tuple[str, str, Any]:
-    path = _path(loc)
-    message = _UNION_MESSAGES.get(path)
-    if message is None:  # what each member wanted: "must be a number or a string"
-        wanted = [_from_pydantic({**err, "loc": loc}, model)[1].removeprefix("must be ") for err in errors]
-        message = "must be " + " or ".join(dict.fromkeys(wanted))
-    return path, message, errors[0]["input"]
-
-
-def _union_tag_at(model: type[BaseModel], loc: tuple[Any, ...]) -> int | None:
-    """The index in ``loc`` of the union-member tag pydantic appended, or None if ``loc`` crosses no union. Walks
-    the annotations along ``loc``: a model steps into a field, a dict or tuple over its key or index."""
-    annotation: Any = model
-    i = 0
-    while True:
-        origin, args = typing.get_origin(annotation), [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (typing.Union, types.UnionType):
-            if len(args) > 1:  # X | None is no union to pydantic: it adds no member tag
-                return i if i < len(loc) else None
-            annotation = args[0]
-        elif i >= len(loc):
-            return None
-        elif hasattr(annotation, "model_fields"):
-            field = annotation.model_fields.get(loc[i])
-            if field is None:
-                return None
-            annotation, i = field.annotation, i + 1
-        elif origin in (dict, tuple, list):
-            annotation, i = args[-1] if origin is dict else args[0], i + 1
-        else:
-            return None
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "spec"
-
-
-def _from_pydantic(err: dict[str, Any], model: type[BaseModel]) -> tuple[str, str, Any]:
-    loc = err["loc"]
-    path = _path(loc)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        valid = ", ".join(_fields_at(model, loc[:-1]))
-        return path, f"unknown key; valid keys here: {valid}", err["input"]
-    if kind == "missing":
-        return path, "is required", None
-    if kind == "literal_error":
-        return path, f"must be one of {err['ctx']['expected']}", err["input"]
-    if kind in ("greater_than", "greater_than_equal"):
-        op = ">" if kind == "greater_than" else ">="
-        bound = err["ctx"].get("gt", err["ctx"].get("ge"))
-        return path, f"must be {op} {bound:g}", err["input"]
-    if kind == "string_pattern_mismatch":
-        return path, "must be 1-100 letters, digits, '_', '.', '-', starting with a letter or digit", err["input"]
-    message = _PYDANTIC_MESSAGES.get(kind, err["msg"][0].lower() + err["msg"][1:])
-    return path, message, err["input"]
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The valid keys of the (sub)model that ``loc`` points into, for 'unknown key' messages."""
-    current: Any = model
-    for part in loc:
-        field = getattr(current, "model_fields", {}).get(part) if isinstance(part, str) else None
-        if field is not None:
-            current = field.annotation
-        # dict[str, Factor] -> Factor: a factor name (or index) steps into the value type
-        args = getattr(current, "__args__", ())
-        if field is None and args:
-            current = args[-1]
-        elif field is not None and args and not hasattr(current, "model_fields"):
-            current = next((a for a in args if hasattr(a, "model_fields")), current)
-    return sorted(getattr(current, "model_fields", {}))

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 
 
 class Listener(Protocol):
+    """What the run loop tells whoever shows a study's progress (``reporting/progress.py``)."""
+
     def wave_started(self, number: int, cells: list[Cell], reason: str) -> None: ...
     def event(self, event: Event) -> None: ...
     def wave_finished(self, number: int) -> None: ...
+    def cells_added(self, number: int, cells: list[Cell]) -> None: ...  # backfill replicates joined the wave
+    def deadline_passed(self, number: int, running: int, limit_s: float) -> None: ...  # stopped waiting for it
 
 
 # `wavesweep run`'s exit status for a study that ended without a result; 1 stays "an error before or while running".

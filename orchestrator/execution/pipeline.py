@@ -35,7 +35,6 @@ from orchestrator.execution.references import substitute
 from orchestrator.execution.scheduler import EPS, Scheduler
 from orchestrator.run_record import RunStatus
 from orchestrator.sizing import run_request
-from orchestrator.spec import parse_deadline
 
 if TYPE_CHECKING:
     from orchestrator.execution.lease import StudyLease
@@ -76,7 +75,7 @@ class Pipeline:
         limits = spec.strategy
         self.lookahead = not strategy.adaptive and limits.backfill and limits.max_gpu_hours is None
         self.replicates = limits.backfill and strategy.name == "waves"
-        self.deadline = parse_deadline(limits.wave_deadline) if limits.wave_deadline is not None else None
+        self.deadline = limits.deadline
         self.open: dict[int, OpenWave] = {}
         self.jobs: dict[str, Job] = {}
         self.wave_of: dict[str, int] = {}
@@ -229,7 +228,7 @@ class Pipeline:
             if now - wave.first_start >= limit:
                 wave.deadline_passed = True
                 self.store.pass_deadline(self.study_id, wave.number)
-                if self.listener and hasattr(self.listener, "deadline_passed"):
+                if self.listener:
                     self.listener.deadline_passed(wave.number, len(wave.design), limit)
 
     def _flush_idle(self) -> None:
@@ -272,7 +271,7 @@ class Pipeline:
             wave.cells.add(cell.key)
             wave.backfilled += 1
             self._queue(cell, wave.number)
-            if self.listener and hasattr(self.listener, "cells_added"):
+            if self.listener:
                 self.listener.cells_added(wave.number, [cell])
 
     def _replicates(self, number: int, runs: list[dict], room: int) -> list[tuple[Cell, float]]:
