@@ -1,10 +1,12 @@
 """A run record's vocabulary, in one place: its statuses (one closed set, shared by the store, the executor and the
-CLI) and what it cost (the budget's rule: the strategies stop on it, the dashboard shows it)."""
+CLI), what one attempt ended with (:class:`RunResult`, which the executor reports and the store records), and what a
+run cost (the budget's rule: the strategies stop on it, the dashboard shows it)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -24,6 +26,23 @@ class RunStatus(str, Enum):
 # Statuses that hold a result of the configuration itself; resume keeps them. A DIVERGED run would diverge again
 # with the same seed, so it is not re-run. Everything else (a crash, a driver that died mid-run) is requeued.
 FINISHED = frozenset({RunStatus.COMPLETE, RunStatus.DIVERGED, RunStatus.PRUNED})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the executor learned about one finished attempt of a cell."""
+
+    status: RunStatus
+    metrics: dict[str, float]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wall_s: float | None = None
+    host: str | None = None
+    device: str | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    artifact_dir: str | None = None
 
 
 def earlier_attempts_s(attempt_log: Iterable[Mapping[str, Any]] | None, status: str) -> float:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.run_record import RunStatus, run_cost_s, spent_hours
+from orchestrator.run_record import RunResult, RunStatus, run_cost_s, spent_hours
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from orchestrator.strategies import Grid
 from tests.conftest import synthetic_spec
 

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 from orchestrator import cli
 from orchestrator.cells import make_cell
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from tests.conftest import REPO, synthetic_spec, write_spec
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -255,9 +255,8 @@ def test_a_password_in_the_url_is_never_shown(monkeypatch):
 def fill_without_ray(url: str) -> None:
     """One grid wave of the synthetic study through the Store API: 3 COMPLETE runs (curves, one metric NaN), one
     FAILED, one RUNNING on a GPU, one PENDING."""
-    from orchestrator.run_record import RunStatus
+    from orchestrator.run_record import RunResult, RunStatus
     from orchestrator.spec import parse_spec
-    from orchestrator.store import RunResult
     from orchestrator.strategies import Grid
 
     store = Store(url)

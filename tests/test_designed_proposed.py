@@ -27,9 +27,9 @@ from dashboard.reader import open_readonly
 from orchestrator.analysis import FactorInfo, fit_effects
 from orchestrator.cells import make_cell
 from orchestrator.reporting.report import span, wave_split
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from tests.conftest import synthetic_spec
 from tests.test_cli import wavesweep
 from tests.test_dashboard import metrics, render, texts

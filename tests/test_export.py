@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from orchestrator import cli
 from orchestrator.cells import make_cell
 from orchestrator.execution.worker import run_cell
+from orchestrator.run_record import RunResult
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from tests.conftest import synthetic_spec
 
 # More digits than pandas' JSON writer kept (10).

@@ -10,8 +10,7 @@ from rich.console import Console
 from orchestrator.cells import make_cell
 from orchestrator.execution.events import Finished
 from orchestrator.reporting.progress import StudyProgress
-from orchestrator.run_record import RunStatus
-from orchestrator.store import RunResult
+from orchestrator.run_record import RunResult, RunStatus
 
 T0 = datetime(2026, 1, 2, tzinfo=UTC)
 

@@ -20,9 +20,9 @@ from sqlalchemy import text
 
 from orchestrator.errors import SchemaOutOfDate
 from orchestrator.execution.lease import LeaseLost, StudyBusy, StudyLease
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from tests.conftest import REPO, insert_old_study, synthetic_spec, write_spec
 
 HOST = socket.gethostname()

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from orchestrator import cli
 from orchestrator.cells import make_cell
 from orchestrator.execution.driver import NO_RESULT, Outcome, exit_code
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from tests.conftest import synthetic_spec, write_spec
 from tests.test_cli_output import WavePlan
 

@@ -14,9 +14,9 @@ import pytest
 from dashboard import data
 from dashboard.reader import open_readonly
 from orchestrator.cells import WavePlan, make_cell
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from tests.conftest import synthetic_spec
 from tests.test_cli import wavesweep
 from tests.test_dashboard import charts, render

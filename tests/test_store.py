@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.errors import SchemaOutOfDate, StudyMismatch
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from orchestrator.strategies import Grid
 from tests.conftest import insert_old_study, synthetic_spec
 

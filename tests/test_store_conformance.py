@@ -82,8 +82,8 @@ def key_of(writer: int, cell: int) -> str:
 
 
 def _write(barrier, url: str, writer: int) -> None:
-    from orchestrator.run_record import RunStatus
-    from orchestrator.store import RunResult, Store
+    from orchestrator.run_record import RunResult, RunStatus
+    from orchestrator.store import Store
 
     db = Store(url)
     barrier.wait(timeout=300)
@@ -192,9 +192,9 @@ def same_float(a: float, b: float) -> bool:
 def round_trip(url: str, values: dict[str, float]) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
     """``values`` written as a run's final metrics and as its curve (one step each), read back through a reader."""
     from orchestrator.cells import Cell, WavePlan
-    from orchestrator.run_record import RunStatus
+    from orchestrator.run_record import RunResult, RunStatus
     from orchestrator.spec import parse_spec
-    from orchestrator.store import RunResult, Store
+    from orchestrator.store import Store
     from tests.conftest import synthetic_spec
 
     db = Store(url)

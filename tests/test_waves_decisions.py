@@ -18,9 +18,9 @@ import pytest
 from orchestrator.analysis import FactorInfo, fit_effects
 from orchestrator.execution.driver import run_study
 from orchestrator.execution.executor import Finished, Started
-from orchestrator.run_record import RunStatus
+from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
-from orchestrator.store import RunResult, Store
+from orchestrator.store import Store
 from orchestrator.strategies import Waves, create_strategy
 from orchestrator.strategies.waves.dealias import augment, best_fold
 from orchestrator.wave_kinds import is_designed

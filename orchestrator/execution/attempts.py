@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.execution.events import Event, Finished, Job, Progress, Retry, Started
 from orchestrator.execution.retry import alone_request, decide, status_of
-from orchestrator.run_record import RunStatus
-from orchestrator.store.store import RunResult
+from orchestrator.run_record import RunResult, RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.spec import Spec

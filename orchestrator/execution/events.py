@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.cells import Cell
-    from orchestrator.store.store import RunResult
+    from orchestrator.run_record import RunResult
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -13,7 +12,7 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from orchestrator.cells import Cell
 from orchestrator.errors import StoreError, StudyMismatch
-from orchestrator.run_record import FINISHED, RunStatus, earlier_attempts_s
+from orchestrator.run_record import FINISHED, RunResult, RunStatus, earlier_attempts_s
 from orchestrator.store.engine import ensure_schema, make_engine, mask, resolve_url, session_scope
 from orchestrator.store.models import (
     CurvePointModel,
@@ -29,23 +28,6 @@ from orchestrator.store.models import (
 if TYPE_CHECKING:
     from orchestrator.cells import WavePlan
     from orchestrator.spec import Spec
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What the executor learned about one finished attempt of a cell."""
-
-    status: RunStatus
-    metrics: dict[str, float]
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    wall_s: float | None = None
-    host: str | None = None
-    device: str | None = None
-    error_kind: str | None = None
-    error_message: str | None = None
-    traceback: str | None = None
-    artifact_dir: str | None = None
 
 
 class Store:
