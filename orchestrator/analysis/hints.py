@@ -47,26 +47,10 @@ import pandas as pd
 
 from orchestrator.analysis.factors import FactorInfo, factor_infos
 from orchestrator.analysis.results import EffectsResult
-from orchestrator.analysis.scaling_rules import SCALING_RULES, ScalingRule
+from orchestrator.analysis.scaling_rules import PAIRS, ROLE_NAMES, SCALING_RULES, ScalingRule, formula
 from orchestrator.analysis.valley import check_valley as _check
 
 Status = Literal["supported", "approximate", "contradicted", "inconclusive", "unchecked", "not_judged"]
-
-
-# Factor names per role, compared case-insensitively with "-" read as "_".
-ROLE_NAMES: dict[str, tuple[str, ...]] = {
-    "lr": ("learning_rate", "lr", "learning-rate", "peak_lr", "base_lr", "max_lr"),
-    "batch": ("batch_size", "batch", "bs", "global_batch_size", "per_device_train_batch_size", "train_batch_size",
-              "effective_batch_size"),
-    "wd": ("weight_decay", "wd"),
-    "rank": ("lora_rank", "rank", "r", "lora_r"),
-    "alpha": ("lora_alpha", "alpha"),
-    "optimizer": ("optimizer", "optim", "optimizer_name", "opt"),
-    "rslora": ("use_rslora", "rslora"),
-}
-
-# Recognised pairs: (a role, b role) and the candidate rules, the expected one first (see _candidates).
-PAIRS: tuple[tuple[str, str], ...] = (("lr", "batch"), ("wd", "lr"), ("alpha", "rank"))
 
 
 @dataclass(frozen=True)
@@ -312,8 +296,8 @@ def _pair_hint(fit: EffectsResult, infos: Mapping[str, FactorInfo], df: pd.DataF
         summary = (f"the {a} x {b} interaction is not estimable from these runs ({listed}), so whether "
                    f"{expected.label} would remove it cannot be judged; runs that separate it (a fold-over, or "
                    "the full factorial of the two) would tell")
-        return Hint((a, b), (a_role, b_role), expected.name, expected.slope, _coords(expected, a, b),
-                    f"cannot be judged: {a}:{b} is aliased. If it is there, " + _suggestion(expected, a, b),
+        return Hint((a, b), (a_role, b_role), expected.name, expected.slope, expected.coords(a, b),
+                    f"cannot be judged: {a}:{b} is aliased. If it is there, " + expected.suggestion(a, b),
                     expected.rationale, "not_judged", interaction, {"summary": summary, "reason": "aliased"},
                     tuple(notes))
     present = interaction["significant"] or interaction["percent_beyond_noise"] >= 100.0 * min_share
@@ -341,7 +325,7 @@ def _pair_hint(fit: EffectsResult, infos: Mapping[str, FactorInfo], df: pd.DataF
         rule = min(rules, key=lambda r: check["rules"][r.name]["ratio"])
         res = check["rules"][rule.name]
         notes.append(f"the valley slope differs from {rule.name.replace('_', ' ')}'s {rule.slope:g} beyond noise, but "
-                     f"sweeping {_formula(a, b, rule.slope)} still removes {100 * res['shrink']:.0f}% of the "
+                     f"sweeping {formula(a, b, rule.slope)} still removes {100 * res['shrink']:.0f}% of the "
                      f"interaction (|H_uv/H_uu| {check['interaction_before']['ratio']:.3g} -> {res['ratio']:.3g})")
         slope = rule.slope
     elif status == "contradicted":
@@ -352,12 +336,12 @@ def _pair_hint(fit: EffectsResult, infos: Mapping[str, FactorInfo], df: pd.DataF
             return Hint((a, b), (a_role, b_role), "none", None, None, suggestion, expected.rationale, status,
                         interaction, check, tuple(notes))
         slope = float(f"{check['valley_slope']:.2g}")
-        coords = (_formula(a, b, slope), b)
+        coords = (formula(a, b, slope), b)
         suggestion = (f"sweep {coords[0]} and {b} (log scale) instead of {a} and {b}: the fitted valley slope; "
                       "no rule's slope is inside its interval or removes most of the interaction")
         return Hint((a, b), (a_role, b_role), "fitted_slope", slope, coords, suggestion, expected.rationale,
                     status, interaction, check, tuple(notes))
-    return Hint((a, b), (a_role, b_role), rule.name, slope, _coords(rule, a, b), _suggestion(rule, a, b),
+    return Hint((a, b), (a_role, b_role), rule.name, slope, rule.coords(a, b), rule.suggestion(a, b),
                 rule.rationale, status, interaction, check, tuple(notes))
 
 
@@ -369,31 +353,6 @@ def _scale_notes(infos: Mapping[str, FactorInfo], a: str, b: str) -> list[str]:
     return [(f"{' and '.join(linear)} {verb} not on a log scale: the rule is multiplicative (a power law), so sweep "
              "both factors on a log scale (scale: log), where it is a straight line and the new coordinates are "
              "evenly spaced")]
-
-
-def _formula(a: str, b: str, slope: float) -> str:
-    if slope == 0:
-        return a
-    if slope == 1:
-        return f"{a} / {b}"
-    if slope == 0.5:
-        return f"{a} / sqrt({b})"
-    if slope == -1:
-        return f"{b} * {a}"
-    if slope < 0:
-        return f"{a} * {b}^{-slope:g}"
-    return f"{a} / {b}^{slope:g}"
-
-
-def _coords(rule: ScalingRule, a: str, b: str) -> tuple[str, str]:
-    return _formula(a, b, rule.slope), b
-
-
-def _suggestion(rule: ScalingRule, a: str, b: str) -> str:
-    u, v = _coords(rule, a, b)
-    if rule.name == "effective_decay":
-        return f"sweep {v} and {u} ({rule.label}) instead of {v} and {a} (log scale both)"
-    return f"sweep {u} ({rule.label}) and {v} instead of {a} and {b} (log scale both)"
 
 
 # --- small helpers ------------------------------------------------------------------------------------------------

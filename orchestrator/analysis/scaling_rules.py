@@ -1,6 +1,7 @@
 """The literature's scaling rules for pairs of fine-tuning hyperparameters: the best ``a`` moves like ``b**slope``.
 
-Data, in one place: :mod:`~orchestrator.analysis.hints` picks the candidate rules for a pair of factors and
+Data, in one place: the rules, the factor names each role goes by, the pairs they govern, and how a rule's new
+coordinates are written. :mod:`~orchestrator.analysis.hints` picks the candidate rules for a pair of factors and
 :mod:`~orchestrator.analysis.valley` tests them against the runs.
 """
 
@@ -29,6 +30,16 @@ class ScalingRule:
     label: str  # what the new coordinate is, in words
     rationale: str
 
+    def coords(self, a: str, b: str) -> tuple[str, str]:
+        """The coordinates to sweep instead of factors ``a`` and ``b``."""
+        return formula(a, b, self.slope), b
+
+    def suggestion(self, a: str, b: str) -> str:
+        u, v = self.coords(a, b)
+        if self.name == "effective_decay":
+            return f"sweep {v} and {u} ({self.label}) instead of {v} and {a} (log scale both)"
+        return f"sweep {u} ({self.label}) and {v} instead of {a} and {b} (log scale both)"
+
 
 SCALING_RULES: dict[str, ScalingRule] = {r.name: r for r in (
     ScalingRule("sqrt_scaling", "lr", "batch", 0.5, "the learning rate per sqrt(batch)",
@@ -54,3 +65,33 @@ SCALING_RULES: dict[str, ScalingRule] = {r.name: r for r in (
          "value does not move with the rank (it is rsLoRA's multiplier; with standard LoRA's alpha / rank the best "
          "alpha grows like sqrt(rank))."),
 )}
+
+# Factor names per role, compared case-insensitively with "-" read as "_".
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "lr": ("learning_rate", "lr", "learning-rate", "peak_lr", "base_lr", "max_lr"),
+    "batch": ("batch_size", "batch", "bs", "global_batch_size", "per_device_train_batch_size", "train_batch_size",
+              "effective_batch_size"),
+    "wd": ("weight_decay", "wd"),
+    "rank": ("lora_rank", "rank", "r", "lora_r"),
+    "alpha": ("lora_alpha", "alpha"),
+    "optimizer": ("optimizer", "optim", "optimizer_name", "opt"),
+    "rslora": ("use_rslora", "rslora"),
+}
+
+# Recognised pairs: (a role, b role) and the candidate rules, the expected one first (see _candidates).
+PAIRS: tuple[tuple[str, str], ...] = (("lr", "batch"), ("wd", "lr"), ("alpha", "rank"))
+
+
+def formula(a: str, b: str, slope: float) -> str:
+    """``a`` per ``b**slope``, written as a researcher would sweep it."""
+    if slope == 0:
+        return a
+    if slope == 1:
+        return f"{a} / {b}"
+    if slope == 0.5:
+        return f"{a} / sqrt({b})"
+    if slope == -1:
+        return f"{b} * {a}"
+    if slope < 0:
+        return f"{a} * {b}^{-slope:g}"
+    return f"{a} / {b}^{slope:g}"
