@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dashboard import data, effects
+from dashboard import data, effects, timeline
 from dashboard.reader import check_schema, open_readonly
 from orchestrator.store import Store
 from orchestrator.store.models import CurvePointModel, MetricModel, RunModel, StudyModel, WaveModel
@@ -121,7 +121,7 @@ def views(url: str) -> dict[str, float]:
     timed("Studies (SQL aggregates)", lambda: data.studies(engine))
     study = timed("load study (runs + metrics)", lambda: data.load_study(engine, "big"))
     timed("Overview (waves, best cell, GPU timeline)",
-          lambda: (data.wave_progress(study), data.cell_table(study), data.timeline(study)))
+          lambda: (data.wave_progress(study), data.cell_table(study), timeline.timeline(study)))
     first = int(study.runs["run_id"].iloc[0])
     timed("Runs (filter + one learning curve)",
           lambda: (data.filter_runs(study.runs, ["COMPLETE"], [WAVES]), data.curve(engine, first)))

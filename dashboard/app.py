@@ -13,7 +13,7 @@ import re
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import charts, data, effects
+from dashboard import charts, data, effects, timeline
 from dashboard.reader import StoreUnreadable, check_schema, open_readonly
 from orchestrator.store.engine import mask, resolve_url
 from orchestrator.wave_kinds import PROPOSED, is_designed
@@ -134,7 +134,7 @@ def _timeline(s: data.Study) -> None:
     # Thousands of bars are slow to draw in a browser; show the latest wave by default on big studies.
     default = waves if len(s.runs) <= 2000 else waves[-1:]
     chosen = st.multiselect("Waves on the timeline", waves, default=default, key="timeline_waves")
-    bars, idle, unit = data.timeline(s)
+    bars, idle, unit = timeline.timeline(s)
     bars = bars[bars["wave"].isin(chosen)]
     if bars.empty:
         st.info("No run has started yet.")

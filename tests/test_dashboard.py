@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import data, effects
+from dashboard import data, effects, timeline
 from dashboard.reader import StoreUnreadable, check_schema, open_readonly
 from orchestrator.store import Store
 from tests.conftest import REPO, synthetic_spec
@@ -290,7 +290,7 @@ def test_data_functions_on_sqlite_and_postgresql(store_url):
     study = data.load_study(engine, "toy")
     assert study.live and len(study.runs) == 6 and study.runs["started_at"].dt.tz is not None
     assert (study.runs["metric.odd"] == math.inf).sum() == 3  # stored as (NULL, "inf"), decoded back
-    bars, idle, unit = data.timeline(study, now=datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC))
+    bars, idle, unit = timeline.timeline(study, now=datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC))
     assert unit == "GPU" and set(bars["lane"]) == {"node-1 cuda:0", "node-1 cuda:1"}
     # One wave, 2 GPU lanes from 03:04:05 to 03:05:00 (the RUNNING run ends "now"): 110 lane-s, 4 x 9 + 15 busy.
     assert idle.iloc[0][["lanes", "span_s", "busy_s", "idle_s"]].tolist() == pytest.approx([2, 55, 51, 59])

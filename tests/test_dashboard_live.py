@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dashboard import data, effects
+from dashboard import data, effects, timeline
 from dashboard.reader import StoreUnreadable, check_schema, open_readonly
 from orchestrator.store import Store
 from tests.conftest import REPO, synthetic_spec, write_spec
@@ -28,7 +28,7 @@ def poll_every_view(url: str) -> str | None:
         study = data.load_study(engine, "live")
         if study is None:
             return None
-        data.wave_progress(study), data.cell_table(study), data.timeline(study)
+        data.wave_progress(study), data.cell_table(study), timeline.timeline(study)
         started = study.runs[study.runs["started_at"].notna()]
         data.filter_runs(study.runs, ["RUNNING"])
         if len(started):
