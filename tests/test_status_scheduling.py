@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from dashboard import data
+from dashboard import data, timeline
 from dashboard.reader import open_readonly
 from orchestrator.cells import WavePlan, make_cell
 from orchestrator.run_record import RunResult, RunStatus
@@ -88,7 +88,7 @@ def test_idle_per_wave_uses_the_drivers_count_else_run_times(filled):
     study = data.load_study(engine, "sched")
     assert study.runs["backfill"].tolist() == [False, False, True, False, False, False]
     assert study.waves["backfill"].tolist() == [1, 0, 0]
-    bars, idle, unit = data.timeline(study)
+    bars, idle, unit = timeline.timeline(study)
     assert unit == "GPU" and bars.loc[bars["backfill"], "run_id"].tolist() == [facts["backfill_run"]]
     first, second, third = (idle.iloc[i] for i in range(3))
     # Wave 1: the driver's 42.5 GPU-s, not the run-time estimate 2 x 100 - 190 = 10, which the overlap skews.
@@ -100,7 +100,7 @@ def test_idle_per_wave_uses_the_drivers_count_else_run_times(filled):
     assert second[["span_s", "busy_s", "idle_s", "idle_share"]].tolist() == pytest.approx([80, 130, 30, 0.1875])
     assert not second["deadline_passed"] and second["backfill"] == 0
     assert pd.isna(third["source"]) and math.isnan(third["idle_s"]) and math.isnan(third["idle_share"])
-    cpu = data.timeline(data.load_study(engine, "cpu"))[1].iloc[0]
+    cpu = timeline.timeline(data.load_study(engine, "cpu"))[1].iloc[0]
     assert cpu[["source", "unit", "capacity", "idle_s"]].tolist() == ["driver", "CPU", 16, 7]
     assert cpu["idle_share"] == pytest.approx(7 / (16 * 10))
     engine.dispose()
@@ -119,9 +119,9 @@ def test_overview_and_runs_views_show_idle_deadlines_and_backfill(filled, monkey
     progress = next(t for t in tables if "done" in t.columns)
     assert progress["backfill"].tolist() == [1, 0, 0] and "idle_s" not in progress
     assert any("estimated from run times" in c.value for c in at.caption)
-    timeline = next(fig for fig in charts(at) if fig["layout"]["title"]["text"].startswith("GPU timeline"))
-    assert "hatched: backfill runs" in timeline["layout"]["title"]["text"]
-    hatched = {t["name"]: t["marker"].get("pattern", {}).get("shape") for t in timeline["data"]}
+    figure = next(fig for fig in charts(at) if fig["layout"]["title"]["text"].startswith("GPU timeline"))
+    assert "hatched: backfill runs" in figure["layout"]["title"]["text"]
+    hatched = {t["name"]: t["marker"].get("pattern", {}).get("shape") for t in figure["data"]}
     assert hatched == {"1, designed": "", "1, backfill": "/", "2, designed": ""}
 
     at = render(url, monkeypatch, "Runs", "sched")
