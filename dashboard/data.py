@@ -88,7 +88,9 @@ def studies(engine: Engine) -> pd.DataFrame:
             .where(RunModel.status == RunStatus.COMPLETE, MetricModel.kind == "finite", MetricModel.name.in_(metrics))
             .group_by(RunModel.study_id, MetricModel.name)).all()
         cost = conn.execute(_cost_query()).all()
-        earlier = _earlier_attempts_s(conn, None)
+        earlier: dict[int, float] = {}
+        for _, study_id, seconds in _earlier_attempts_s(conn):
+            earlier[study_id] = earlier.get(study_id, 0.0) + seconds
         last = conn.execute(select(RunModel.study_id, func.max(RunModel.started_at), func.max(RunModel.finished_at))
                             .group_by(RunModel.study_id)).all()
     by_status: dict[int, dict[str, int]] = {}
@@ -129,21 +131,17 @@ def _cost_query():
             .group_by(RunModel.study_id))
 
 
-def _earlier_attempts_s(conn, study_id: int | None) -> dict[int, float]:
-    """Seconds each study's runs spent on attempts before their last one (``run_record.earlier_attempts_s``), by
-    study (one study's when ``study_id`` is given), or by run id for one study. Only runs with such attempts are
-    read (retried, or waiting for a retry): they are few, and their attempt logs are JSON the database cannot sum."""
+def _earlier_attempts_s(conn, study_id: int | None = None) -> list[tuple[int, int, float]]:
+    """(run id, study id, seconds) of the runs that spent time on attempts before their last one
+    (``run_record.earlier_attempts_s``), of every study or of ``study_id``'s. Only runs with such attempts are read
+    (retried, or waiting for a retry): they are few, and their attempt logs are JSON the database cannot sum."""
     query = (select(RunModel.id, RunModel.study_id, type_coerce(RunModel.status, String), RunModel.attempt_log)
              .where(RunModel.attempt_log.is_not(None),
                     or_(RunModel.attempts > 1, RunModel.status == RunStatus.PENDING)))
     if study_id is not None:
         query = query.where(RunModel.study_id == study_id)
-    out: dict[int, float] = {}
-    for run_id, study, status, log in conn.execute(query).all():
-        seconds = earlier_attempts_s(json.loads(log) if isinstance(log, str) else log, status)
-        key = run_id if study_id is not None else study
-        out[key] = out.get(key, 0.0) + seconds
-    return out
+    return [(run_id, study, earlier_attempts_s(json.loads(log) if isinstance(log, str) else log, status))
+            for run_id, study, status, log in conn.execute(query).all()]
 
 
 def _state(counts: dict[str, int], stop_reason: str | None) -> str:
@@ -184,7 +182,7 @@ def load_study(engine: Engine, name: str) -> Study | None:
         metrics = conn.execute(
             select(MetricModel.run_id, MetricModel.name, MetricModel.value, MetricModel.kind)
             .join(RunModel, MetricModel.run_id == RunModel.id).where(RunModel.study_id == row.id)).all()
-        earlier = _earlier_attempts_s(conn, row.id)
+        earlier = {run_id: seconds for run_id, _, seconds in _earlier_attempts_s(conn, row.id)}
     spec = row.spec
     runs = _runs_frame(runs, metrics, list(spec["factors"]), earlier)
     return Study(
