@@ -37,6 +37,7 @@ from orchestrator.analysis import (
 from orchestrator.analysis.coding import term_factors
 from orchestrator.reporting.report import WaveSplit
 from orchestrator.spec import Factor
+from orchestrator.wave_kinds import resolved_mode
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,11 @@ class Fit:
 
 def default_scope(study: Study) -> str:
     """"latest" for adaptive waves (their windows move), "all" for grids and greedy paths."""
-    grid = study.waves["reason"].astype(str).str.startswith("full factorial, block").any()
-    return "latest" if study.mode == "waves" or (study.mode == "auto" and not grid and not _greedy(study)) else "all"
+    return "latest" if _mode(study) == "waves" else "all"
 
 
-def _greedy(study: Study) -> bool:
-    # Mode auto resolves to greedy on one slot; its first wave says so.
-    return study.mode == "greedy" or (bool(len(study.waves)) and study.waves["design"].iloc[0] == "greedy")
+def _mode(study: Study) -> str:
+    return resolved_mode(study.mode, study.waves["design"].iloc[0] if len(study.waves) else None)
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def fit(study: Study, scope: str | None = None, alpha: float = 0.05) -> Fit:
     described += left_out
     if not factors:
         return Fit(scope, study.metric, described, factors, frame, None, "no factor varies among these runs")
-    if _greedy(study):
+    if _mode(study) == "greedy":
         described += ("; a greedy path is not a design, so most interactions are not estimable "
                       "(wavesweep analyze --method fanova decomposes it instead)")
     try:

@@ -22,3 +22,17 @@ PROPOSED: dict[str, str] = {
 def is_designed(design: str | None) -> bool:
     """Whether a wave with this stored design name is a design the effects fit may use."""
     return design not in PROPOSED
+
+
+# Design names a whole strategy stores with every wave it makes: a block of the full factorial, a step of the greedy
+# path. They are how a reader of the store tells which mode an "auto" study resolved to (the spec says only "auto").
+GRID = "grid"
+GREEDY = "greedy"
+
+
+def resolved_mode(mode: str, first_design: str | None) -> str:
+    """The mode a study ran in: its spec's ``mode``, or for "auto" the one its first stored wave shows ("waves"
+    while it has none or when a design of its own started it)."""
+    if mode != "auto":
+        return mode
+    return {GRID: "grid", GREEDY: "greedy"}.get(first_design or "", "waves")

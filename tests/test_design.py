@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from orchestrator.cells import cell_key
-from orchestrator.designs import DESIGNS, FullFactorial
+from orchestrator.designs import FractionalFactorial, FullFactorial
 from orchestrator.errors import SpecError
 from orchestrator.spec import parse_spec
 from orchestrator.strategies import Grid, create_strategy
@@ -29,10 +29,10 @@ def test_full_factorial_mixed_levels_has_every_combination_once():
     assert combos == set(itertools.product([1, 2], ["x", "y", "z"], [0.1, 0.2, 0.3, 0.4]))
 
 
-@pytest.mark.parametrize("name", sorted(DESIGNS))
-def test_every_design_gives_points_over_exactly_the_factors(name):
+@pytest.mark.parametrize("design", [FullFactorial, FractionalFactorial])
+def test_every_design_gives_points_over_exactly_the_factors(design):
     spec = make({"a": {"levels": [1, 2]}, "b": {"levels": ["x", "y", "z"]}})
-    points = DESIGNS[name]().points(spec.factors)
+    points = design().points(spec.factors)
     assert points and all(set(p) == {"a", "b"} for p in points)
     for point in points:
         assert point["a"] in (1, 2) and point["b"] in ("x", "y", "z")
@@ -90,3 +90,27 @@ def test_plan_over_budget_is_refused(strategy, message):
     with pytest.raises(SpecError) as info:
         create_strategy(spec).check_budget(4)
     assert str(info.value) == message
+
+
+def test_an_auto_study_shows_its_mode_by_its_stored_design_not_by_its_wording():
+    """The dashboard and analyze read which mode an "auto" study ran in from the design stored with its first wave
+    (a grid's blocks, greedy's path): a reason string is prose, free to change."""
+    import pandas as pd
+
+    from dashboard.data import Study
+    from dashboard.effects import default_scope
+    from orchestrator.wave_kinds import GRID, resolved_mode
+
+    spec = parse_spec(synthetic_spec())
+    plan = Grid(spec).next_wave(set(), 4)
+    assert plan.design == GRID and resolved_mode("auto", plan.design) == "grid"
+    assert resolved_mode("auto", "fractional_factorial") == "waves" == resolved_mode("auto", None)
+    assert resolved_mode("greedy", None) == "greedy"
+
+    def study(design: str, reason: str) -> Study:
+        waves = pd.DataFrame({"number": [1], "design": [design], "reason": [reason]})
+        return Study("s", {}, ["x"], "loss", "minimize", "auto", None, None, waves, pd.DataFrame({"wave": []}))
+
+    assert default_scope(study(GRID, "the whole grid, block one")) == "all"  # any wording
+    assert default_scope(study("greedy", "start point")) == "all"
+    assert default_scope(study("full_factorial", "full factorial, block 1 of 2")) == "latest"  # waves' own screen

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from orchestrator.designs import (
-    DESIGNS,
     CentralComposite,
     DefinitiveScreening,
     Design,
@@ -28,7 +27,6 @@ from orchestrator.designs import (
     center_points,
     choose_fraction,
     conference_matrix,
-    create_design,
     definitive_screening,
     face_centred_ccd,
     fold_over,
@@ -386,16 +384,6 @@ def test_replicates_number_repeated_points_so_each_gets_its_own_seed():
     assert len(numbered) == 12
     assert Counter(r for p, r in numbered if p == {"a": 0.5, "b": 0.5}) == {0: 1, 1: 1, 2: 1, 3: 1}
     assert Counter(r for p, r in numbered if p == {"a": 0.0, "b": 0.0}) == {0: 1, 1: 1}
-
-
-# --- the registry -------------------------------------------------------------------------------------------------
-
-def test_registry_builds_by_name_and_lists_valid_names_for_an_unknown_one():
-    assert set(DESIGNS) == {"full_factorial", "fractional_factorial"}
-    assert isinstance(create_design("fractional_factorial", runs=16), FractionalFactorial)
-    with pytest.raises(DesignError, match="unknown design 'plackett'; valid designs: fractional_factorial, "
-                                          "full_factorial"):
-        create_design("plackett")
 
 
 # --- three-level designs for response surfaces: face-centred CCD, definitive screening ----------------------------

@@ -16,22 +16,9 @@ from orchestrator.designs.full_factorial import FullFactorial
 from orchestrator.designs.regular import RegularDesign
 from orchestrator.designs.replicates import replicates
 
-# The designs a study can start from, by name, over any factors. FoldOver is left out: it augments a fraction
-# already chosen. So are CentralComposite and DefinitiveScreening: they need numeric factors with a center, and the
-# waves strategy runs them on a region it has screened (the corners already run).
-DESIGNS: dict[str, type[Design]] = {d.name: d for d in (FullFactorial, FractionalFactorial)}
-
-
-def create_design(name: str, **options) -> Design:
-    """``DESIGNS[name](**options)``, or a DesignError that lists the valid names."""
-    if name not in DESIGNS:
-        raise DesignError(f"unknown design {name!r}; valid designs: {', '.join(sorted(DESIGNS))}")
-    return DESIGNS[name](**options)
-
-
 __all__ = [
-    "DESIGNS", "CentralComposite", "DefinitiveScreening", "Design", "DesignError", "FoldOver", "Fraction",
+    "CentralComposite", "DefinitiveScreening", "Design", "DesignError", "FoldOver", "Fraction",
     "FractionalFactorial", "FullFactorial", "RegularDesign", "axial_points", "center_points", "choose_fraction",
-    "conference_matrix", "create_design", "definitive_screening", "face_centred_ccd", "fold_over",
+    "conference_matrix", "definitive_screening", "face_centred_ccd", "fold_over",
     "fraction_at_resolution", "fractions", "replicates",
 ]

@@ -183,6 +183,7 @@ def _study_runs(study: str, store: str | None) -> Runs:
     from orchestrator.reporting.report import recorded_spec, study_frame, wave_split
     from orchestrator.spec import parse_spec
     from orchestrator.store import Store
+    from orchestrator.wave_kinds import resolved_mode
 
     db = Store(store, writer=False)
     spec = parse_spec(recorded_spec(db, study), check_experiment=False)
@@ -192,15 +193,11 @@ def _study_runs(study: str, store: str | None) -> Runs:
     # A greedy path is not a design: one factor at a time leaves most pairs unseparated. Every other mode runs
     # designs (auto resolves to greedy only on one slot, and the runs say which: greedy's first wave is the
     # replicated start point), possibly followed by proposed waves (see runs_for).
-    greedy = spec.strategy.mode == "greedy" or (spec.strategy.mode == "auto" and _looks_greedy(waves))
+    greedy = resolved_mode(spec.strategy.mode, waves[0]["design"] if waves else None) == "greedy"
     run_waves = tuple(int(r["wave"]) for r in records)
     split = wave_split({w["number"]: w["design"] for w in waves}, run_waves)
     return Runs(frame, factor_infos(spec.factors), metric, spec.response.goal, f"study {study}", not greedy,
                 fixed=dict(spec.fixed), split=split, waves=run_waves)
-
-
-def _looks_greedy(waves: list[dict]) -> bool:
-    return bool(waves) and waves[0].get("design") == "greedy"
 
 
 def _names(text: str | None) -> list[str]:

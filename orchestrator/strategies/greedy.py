@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from orchestrator.cells import Cell, WavePlan, make_cell
 from orchestrator.strategies.base import Strategy
+from orchestrator.wave_kinds import GREEDY
 
 NOISE_MULTIPLE = 2.0
 
@@ -56,7 +57,7 @@ class Greedy(Strategy):
             if len(seeds) == 1:
                 seeds.append(seeds[0] + 1)  # two replicates at least: the noise is the yardstick for every step
             cells = [make_cell(self.spec.study, self.start(), s) for s in seeds]
-            return WavePlan(cells, "greedy", "start point, replicated to measure the noise")
+            return WavePlan(cells, GREEDY, "start point, replicated to measure the noise")
         path = self.replay(runs)
         names = list(self.spec.factors)
         if path.incumbent_value is None:
@@ -74,7 +75,7 @@ class Greedy(Strategy):
                      if path.noise_sd is not None else ""))
         if not cells:
             return None
-        return WavePlan(cells, "greedy", reason)
+        return WavePlan(cells, GREEDY, reason)
 
     def _start_failed(self, start: list[dict]) -> str | None:
         """Why the climb cannot begin: no replicate of the start point reported the response (their statuses and

@@ -6,6 +6,7 @@ from orchestrator.cells import Cell, WavePlan, make_cell
 from orchestrator.designs import FullFactorial
 from orchestrator.errors import SpecError
 from orchestrator.strategies.base import Strategy
+from orchestrator.wave_kinds import GRID
 
 
 class Grid(Strategy):
@@ -45,7 +46,7 @@ class Grid(Strategy):
         for number, wave in enumerate(self.waves(runs_per_wave), start=1):
             todo = [c for c in wave if c.key not in known_keys]
             if todo:
-                return WavePlan(todo, self._design.name,
+                return WavePlan(todo, GRID,
                                 f"full factorial, block {number} of {math.ceil(self.planned_runs() / runs_per_wave)}")
         return None
 
