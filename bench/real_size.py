@@ -69,7 +69,7 @@ def one_run(args: argparse.Namespace) -> None:
     import transformers
 
     from experiments.qwen35 import finetune
-    from experiments.qwen35.models import peak_memory_mb, reset_peak_memory
+    from experiments.qwen35.memory import peak_memory_mb, reset_peak_memory
     from orchestrator.context import RunContext
 
     transformers.logging.set_verbosity_error()

@@ -90,7 +90,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from experiments.surfaces import Surface, get_surface
+from experiments.surface import Surface
+from experiments.surfaces import get_surface
 from orchestrator.analysis import FactorInfo, decompose, fit_effects, fit_surface
 from orchestrator.spec import parse_spec
 from orchestrator.strategies import create_strategy

@@ -14,7 +14,8 @@ import torch
 
 from experiments.qwen35 import inference
 from experiments.qwen35.data import encode_prompts, exact_match, load_examples
-from experiments.qwen35.inference import PresencePenaltyLogitsProcessor, resolve_params, run
+from experiments.qwen35.inference import PresencePenaltyLogitsProcessor, run
+from experiments.qwen35.inference_params import resolve_params
 from experiments.qwen35.lora import apply_lora
 from experiments.qwen35.models import fingerprint, load_model_and_tokenizer, warm_cache
 from orchestrator.context import RunContext

@@ -15,12 +15,8 @@ from transformers import AutoConfig, Qwen3_5ForCausalLM
 from experiments.qwen35 import finetune
 from experiments.qwen35.counts import size_counts
 from experiments.qwen35.data import encode_for_training, load_examples
-from experiments.qwen35.models import (
-    fingerprint,
-    load_model_and_tokenizer,
-    peak_memory_mb,
-    reset_peak_memory,
-)
+from experiments.qwen35.memory import peak_memory_mb, reset_peak_memory
+from experiments.qwen35.models import fingerprint, load_model_and_tokenizer
 from experiments.qwen35.released import RELEASED, released_config, released_size
 from experiments.qwen35.tiny import build_tiny_model
 

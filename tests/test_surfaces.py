@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from experiments import synthetic
-from experiments.surfaces import SURFACES, Box, get_surface, numeric_optimum
+from experiments.surface import Box, numeric_optimum
+from experiments.surfaces import SURFACES, get_surface
 from orchestrator.context import RunContext
 from orchestrator.spec import parse_spec
 

@@ -19,12 +19,13 @@ from transformers import get_scheduler
 
 from orchestrator.context import Diverged, RunContext
 
-from .device import run_device
 from .data import IGNORE_INDEX, encode_for_training, load_examples
+from .device import run_device
 from .inference import greedy_exact_match
 from .lora import apply_lora, count_wrapped, remove_lora, save_adapter
 from .loss import answer_loss
-from .models import INITS, LoadedModel, PeakMemory, load_model_and_tokenizer, synchronize, warm_cache
+from .memory import PeakMemory, synchronize
+from .models import INITS, LoadedModel, load_model_and_tokenizer, warm_cache
 from .params import Param, resolve_params
 from .precision import Precision
 from .tiny import SIZES

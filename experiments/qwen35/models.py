@@ -3,15 +3,9 @@
 ``load_model_and_tokenizer(model)`` takes a tiny size name (``tiny``, ``tiny-8``, ``small``: built in memory, see
 ``tiny.py``), a local checkpoint directory, or a hub id such as ``Qwen/Qwen3.5-0.8B`` (also ``-2B``, ``-4B``,
 ``-9B`` and the ``-Base`` variants), and returns a ``LoadedModel``: a ``Qwen3_5ForCausalLM``, its tokenizer and a
-``LoadInfo`` saying what was loaded.
-
-The released Qwen3.5 checkpoints are vision-language models (``model_type: qwen3_5``, architecture
-``Qwen3_5ForConditionalGeneration``; weights ``model.language_model.*``, ``model.visual.*``, ``lm_head.weight``
-unless tied, and ``mtp.*`` where present). Text experiments get the language model only: a ``Qwen3_5ForCausalLM``
-built from the checkpoint's ``text_config``, into which ``from_pretrained`` loads the ``model.language_model.*``
-weights as ``model.*`` (transformers' own ``qwen3_5_text`` key mapping) and ignores ``model.visual.*`` and
-``mtp.*``, so no vision tower is ever built. A plain ``Qwen3_5ForCausalLM`` (``qwen3_5_text``) checkpoint loads
-the same way.
+``LoadInfo`` saying what was loaded. How a checkpoint is read (the language model of a released vision-language
+checkpoint, the hub cache, random init) is ``checkpoints.py``'s; peak memory and device synchronisation are
+``memory.py``'s.
 
 ``warm_cache()`` is the process's ``BaseModelCache``: a Ray worker process that runs several cells in a row gets the
 base model it already holds instead of loading it again, provided each run proved it left the weights untouched.
@@ -19,42 +13,28 @@ base model it already holds instead of loading it again, provided each run prove
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    PreTrainedTokenizerBase,
-    Qwen3_5Config,
-    Qwen3_5ForCausalLM,
-    Qwen3_5TextConfig,
-)
+from transformers import PreTrainedTokenizerBase, Qwen3_5ForCausalLM
 
-from .released import released_config
+from .checkpoints import REPORTED_KEYS, Source, build_random, load_from_hub, load_pretrained, source_of
 from .kernels import KERNELS, fused_kernels
-from .tiny import SIZES, build_tiny_model, build_tokenizer
+from .memory import rss_bytes
+from .tiny import build_tiny_model, build_tokenizer
 
 __all__ = [
     "BaseModelCache",
     "LoadInfo",
     "LoadedModel",
-    "PeakMemory",
     "fingerprint",
     "load_model_and_tokenizer",
     "resolve_dtype",
-    "synchronize",
     "warm_cache",
 ]
 
@@ -71,16 +51,7 @@ SLOW_KERNELS_WARNING = (
     "do not import: slower, and its training memory grows with the sequence (docs/benchmarks.md, real sizes). "
     "Install flash-linear-attention (the delta rule) and causal-conv1d built for this torch and CUDA (the convolution)."
 )
-NO_TOKENIZER_WARNING = (
-    "init: random: no tokenizer for {model} in the Hugging Face cache, so the character tokenizer stands in: "
-    "sequences are about 3-4 times as many tokens as with the real one (cap them with max_seq_len). Memory and "
-    "speed at a given sequence length are what the real model would show; the data's lengths are not."
-)
 INITS = ("pretrained", "random")
-# Names in the checkpoint-load report that mean a config/weights mismatch; shown up to this many.
-REPORTED_KEYS = 5
-
-Source = Literal["tiny", "local", "hub", "random"]
 
 
 @dataclass(frozen=True)
@@ -136,12 +107,12 @@ def load_model_and_tokenizer(
     torch_dtype = resolve_dtype(dtype, device)
     if init not in INITS:
         raise ValueError(f"param 'init' must be one of {', '.join(INITS)}; got {init!r}")
-    source = _source_of(model)
+    source = source_of(model)
     fast = _check_kernels(device)
     started = time.perf_counter()
     path, from_vl = None, False
     if init == "random" and source != "tiny":
-        network, tokenizer = _build_random(model, source, torch_dtype, device, seed)
+        network, tokenizer = build_random(model, source, torch_dtype, device, seed)
         source = "random"
     elif source == "tiny":
         # The tiny model is built in float32 on the CPU, then cast and moved like any other.
@@ -149,9 +120,9 @@ def load_model_and_tokenizer(
         tokenizer, path, from_vl = build_tokenizer(), None, False
     elif source == "local":
         path = os.path.abspath(os.path.expanduser(model))
-        network, tokenizer, from_vl = _load_pretrained(path, torch_dtype, device, {})
+        network, tokenizer, from_vl = load_pretrained(path, torch_dtype, device, {})
     else:
-        network, tokenizer, from_vl, path = _load_from_hub(model, torch_dtype, device)
+        network, tokenizer, from_vl, path = load_from_hub(model, torch_dtype, device)
     network.eval()
     info = LoadInfo(
         source=source,
@@ -163,136 +134,6 @@ def load_model_and_tokenizer(
         from_vl_checkpoint=from_vl,
     )
     return LoadedModel(network, tokenizer, info)
-
-
-def _build_random(
-    model: str, source: Source, torch_dtype: torch.dtype, device: str, seed: int
-) -> tuple[Qwen3_5ForCausalLM, PreTrainedTokenizerBase]:
-    if source == "local":
-        path = os.path.abspath(os.path.expanduser(model))
-        config, _ = _text_config(AutoConfig.from_pretrained(path), path)
-    else:
-        config = released_config(model)
-    torch.manual_seed(seed)  # also seeds CUDA's generators: the weights are initialised where they will live
-    with torch.device(device):
-        network = Qwen3_5ForCausalLM._from_config(config, dtype=torch_dtype)
-    return network, _available_tokenizer(model, source)
-
-
-def _available_tokenizer(model: str, source: Source) -> PreTrainedTokenizerBase:
-    try:
-        if source == "local":
-            return AutoTokenizer.from_pretrained(os.path.expanduser(model))
-        return AutoTokenizer.from_pretrained(model, cache_dir=_hub_cache_dir(), local_files_only=True)
-    except (OSError, ValueError):
-        _warn_no_tokenizer(model)
-        return build_tokenizer()
-
-
-@functools.cache
-def _warn_no_tokenizer(model: str) -> None:
-    warnings.warn(NO_TOKENIZER_WARNING.format(model=model), RuntimeWarning)
-
-
-def _source_of(model: str) -> Source:
-    if model in SIZES:
-        return "tiny"
-    if os.path.isdir(os.path.expanduser(model)):
-        return "local"
-    # A hub id is "owner/name"; anything shaped like a path is a directory that is not there.
-    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
-        raise FileNotFoundError(
-            f"model {model!r} is not a directory (nor a tiny size: {', '.join(SIZES)}, nor a hub id like "
-            "Qwen/Qwen3.5-0.8B)"
-        )
-    return "hub"
-
-
-def _load_pretrained(
-    source: str, torch_dtype: torch.dtype, device: str, hub_kwargs: dict
-) -> tuple[Qwen3_5ForCausalLM, PreTrainedTokenizerBase, bool]:
-    """Language model and tokenizer from a directory or hub id; also whether it came from a VL checkpoint."""
-    text_config, from_vl = _text_config(AutoConfig.from_pretrained(source, **hub_kwargs), source)
-    network, report = Qwen3_5ForCausalLM.from_pretrained(
-        source,
-        config=text_config,
-        dtype=torch_dtype,
-        device_map=device,  # straight onto the device: no second copy of a 9B model in host memory
-        output_loading_info=True,
-        **hub_kwargs,
-    )
-    _check_complete(report, source)
-    return network, AutoTokenizer.from_pretrained(source, **hub_kwargs), from_vl
-
-
-def _text_config(config: object, source: str) -> tuple[Qwen3_5TextConfig, bool]:
-    if isinstance(config, Qwen3_5TextConfig):
-        return config, False
-    if isinstance(config, Qwen3_5Config):
-        text_config = config.text_config
-        # The VL model ties lm_head to the embeddings by its top-level flag; text_config has a flag of its own that a
-        # checkpoint need not keep in step. Left at the text flag, a tied checkpoint (no lm_head.weight) would get a
-        # randomly initialised lm_head, and transformers' own AutoModelForCausalLM path does exactly that.
-        text_config.tie_word_embeddings = config.tie_word_embeddings
-        return text_config, True
-    raise ValueError(
-        f"{source}: model_type {getattr(config, 'model_type', None)!r} is not Qwen3.5 (expected qwen3_5 or "
-        "qwen3_5_text)"
-    )
-
-
-def _check_complete(report: dict, source: str) -> None:
-    # from_pretrained raises for mis-shaped weights but only logs these; a missing weight would silently stay at its
-    # random initialisation.
-    problems = [
-        f"{len(keys)} {kind} (e.g. {', '.join(map(str, sorted(keys)[:REPORTED_KEYS]))})"
-        for kind, keys in (
-            ("missing", report["missing_keys"]),
-            ("unexpected", report["unexpected_keys"]),
-        )
-        if keys
-    ]
-    if problems:
-        raise RuntimeError(f"{source}: the weights do not match the text config: {'; '.join(problems)}")
-
-
-def _load_from_hub(
-    model_id: str, torch_dtype: torch.dtype, device: str
-) -> tuple[Qwen3_5ForCausalLM, PreTrainedTokenizerBase, bool, str | None]:
-    # huggingface_hub reads HF_HOME and HF_HUB_OFFLINE once, at import; reading them here lets a worker (or a test)
-    # set them after that, and the explicit arguments override the import-time values everywhere below.
-    cache_dir, offline = _hub_cache_dir(), _hub_offline()
-    hub_kwargs = {"cache_dir": cache_dir, "local_files_only": offline}
-    try:
-        network, tokenizer, from_vl = _load_pretrained(model_id, torch_dtype, device, hub_kwargs)
-    except OSError as exc:
-        first_line = (str(exc).splitlines() or [""])[0]
-        reason = "offline mode is on: HF_HUB_OFFLINE" if offline else f"{type(exc).__name__}: {first_line}"
-        raise FileNotFoundError(
-            f"model {model_id!r} is not (completely) in the Hugging Face cache at {cache_dir} and could not be "
-            f"downloaded ({reason}). Pre-download it where there is network, into the cache the workers read "
-            f"(HF_HOME or HF_HUB_CACHE): `hf download {model_id}` (`huggingface-cli download {model_id}` with "
-            "huggingface_hub < 1.0); or pass a local directory with its config.json, safetensors and tokenizer files."
-        ) from exc
-    config_file = try_to_load_from_cache(model_id, "config.json", cache_dir=cache_dir)
-    return network, tokenizer, from_vl, os.path.dirname(config_file) if isinstance(config_file, str) else None
-
-
-def _hub_cache_dir() -> str:
-    """huggingface_hub's cache directory rule, applied to the environment as it is now."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # the second is the legacy name
-        if os.environ.get(variable):
-            return os.path.expanduser(os.environ[variable])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    return hub_constants.HF_HUB_CACHE
-
-
-def _hub_offline() -> bool:
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return hub_constants.HF_HUB_OFFLINE or any(
-        (flag or "").strip().lower() in ("1", "on", "yes", "true") for flag in flags
-    )
 
 
 def _check_kernels(device: str) -> int:
@@ -396,7 +237,7 @@ class BaseModelCache:
         # Drop the held model before loading the next: both may not fit.
         self.clear()
         loaded = load_model_and_tokenizer(model, device=device, dtype=dtype, seed=seed, init=init)
-        self._entry = _Entry(key, loaded, _parameter_digests(loaded.model), _rss_bytes())
+        self._entry = _Entry(key, loaded, _parameter_digests(loaded.model), rss_bytes())
         return loaded
 
     def check_unchanged(self, loaded: LoadedModel) -> None:
@@ -424,12 +265,12 @@ class BaseModelCache:
     def _reusable(self, entry: _Entry) -> bool:
         if not entry.returned or entry.uses >= self.max_uses:
             return False
-        rss = _rss_bytes()
+        rss = rss_bytes()
         return rss is None or entry.rss_at_load is None or rss - entry.rss_at_load <= self.max_rss_growth_mb * 2**20
 
 
 def _cache_key(model: str, device: str, dtype: str | torch.dtype | None, seed: int, init: str) -> tuple:
-    source = _source_of(model)
+    source = source_of(model)
     name = os.path.abspath(os.path.expanduser(model)) if source == "local" else model
     torch_dtype = resolve_dtype(dtype, device)
     random_weights = source == "tiny" or init == "random"  # weights that depend on the seed
@@ -454,88 +295,9 @@ def _describe_changes(before: dict[str, str], after: dict[str, str]) -> str:
     )
 
 
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024  # reported in kB
-    except OSError:
-        pass
-    return None
-
-
 _WARM_CACHE = BaseModelCache()
 
 
 def warm_cache() -> BaseModelCache:
     """This process's ``BaseModelCache`` (default settings; set ``enabled``/``max_uses`` on it to change them)."""
     return _WARM_CACHE
-
-
-class PeakMemory:
-    """Peak memory per phase of a run (``train``, ``eval``), in MB: each ``phase(name)`` block restarts the device's
-    peak and folds what it reached into its phase's maximum, so phases that alternate are kept apart."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.mb: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        reset_peak_memory(self.device)
-        try:
-            yield
-        finally:
-            synchronize(self.device)
-            peak = peak_memory_mb(self.device)
-            self.mb[name] = max(self.mb.get(name, peak), peak)
-
-
-def synchronize(device: str) -> None:
-    """Wait for the device's queued kernels: GPUs run them asynchronously, so a clock read without this stops
-    before the GPU has finished."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.synchronize(device)
-    elif kind == "mps":
-        torch.mps.synchronize()
-
-
-def reset_peak_memory(device: str) -> None:
-    """Start a new peak: CUDA's allocator statistics, or on Linux the process's peak resident memory (VmHWM, reset
-    through ``/proc/self/clear_refs``; where that cannot be written the peak stays the process's lifetime's)."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    if kind == "mps":
-        return  # MPS keeps no peak: see peak_memory_mb
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")  # "5" resets the peak RSS (man 5 proc)
-    except OSError:
-        pass
-
-
-def peak_memory_mb(device: str) -> float:
-    """CUDA: the most memory tensors held on the device since ``reset_peak_memory`` (weights included).
-
-    MPS: what the Metal driver holds for this process when read (PyTorch keeps no peak for Apple GPUs), so the
-    figure of a phase is read at its end. CPU: the process's peak resident memory (VmHWM) since
-    ``reset_peak_memory``: everything the process holds, the Python interpreter and libraries included. NaN where
-    ``/proc/self/status`` does not exist.
-    """
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    if kind == "mps":
-        return torch.mps.driver_allocated_memory() / 2**20
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # reported in kB
-    except OSError:
-        pass
-    return math.nan
