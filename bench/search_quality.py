@@ -74,11 +74,8 @@ change the next task's result.
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
-import math
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -86,253 +83,47 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-import pandas as pd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is not an installed package
 
+from bench.search_methods import (
+    RUNS_PER_WAVE,
+    Search,
+    _pair,  # noqa: F401  (unused here, kept importable from here: tests/test_bench_search_quality.py reads it)
+    ax_generation_strategy,  # noqa: F401  (as _pair)
+    designed_pairs,  # noqa: F401  (as _pair)
+    search_ax_batch,
+    search_gp_batch,
+    search_gp_sequential,
+    search_greedy,
+    search_random,
+    search_tpe_batch,
+    search_tpe_sequential,
+    search_waves,
+    search_waves_corners,
+    simulate,  # noqa: F401  (unused here, kept importable from here: tests/test_surface_fit.py imports it)
+    surface_pairs,  # noqa: F401  (as _pair)
+)
+from bench.search_scoring import (
+    BOOTSTRAP,
+    PERMUTATIONS,
+    Outcome,
+    _fmt,
+    batch_text,
+    checkpoints,
+    regret_of_best,
+    reported_by_fanova,
+    score,
+    spread,
+    waves_to_reach,
+)
 from experiments.surface import Surface
 from experiments.surfaces import get_surface
-from orchestrator.analysis import FactorInfo, decompose, fit_effects, fit_surface
-from orchestrator.spec import parse_spec
-from orchestrator.strategies import create_strategy
-from orchestrator.wave_kinds import is_designed
 
-RUNS_PER_WAVE = 16
 DEFAULT_SURFACES = "screening,llm_finetune,friedman1,hartmann6,rosenbrock"
 DEFAULT_FANOVA = "tpe_batch,ax_batch"
 REFERENCE = "ax_batch"  # "waves to Ax" counts against this method's median regret at the full budget
-BOOTSTRAP, PERMUTATIONS = 100, 99  # decompose()'s defaults: what `wavesweep analyze` uses
-
-
-@dataclass(frozen=True)
-class Search:
-    """What a method did: the runs in the order they were asked, and the sizes of its batches."""
-
-    points: list[dict]
-    values: list[float]
-    batches: list[int]  # runs asked before any result of them was told, batch by batch
-    reported: frozenset[frozenset[str]] | None = None  # pairs from the method's own analysis (waves); None: none
-    designed: frozenset[frozenset[str]] | None = None  # waves: the pairs of the designed waves' OLS fit alone
-
-
-@dataclass(frozen=True)
-class Outcome:
-    regret: float
-    runs: int
-    curve: tuple[float, ...]  # regret of the recommendation after 16, 32, ... runs
-    batches: tuple[int, ...]
-    reported: frozenset[frozenset[str]] | None  # None: the method reports no pairs (or they were not computed)
-    designed: frozenset[frozenset[str]] | None  # waves: the designed waves' OLS pairs, printed on a line of its own
-    seconds: float  # the search, wall clock
-    cpu_seconds: float  # the search, CPU time of the process (less sensitive to a busy machine)
-    pair_seconds: float  # the pair analysis, wall clock
-
-
-# --- the methods ------------------------------------------------------------------------------------------------------
-
-
-def simulate(surface: Surface, spec: dict, budget: int, runs_per_wave: int, rep: int) -> list[dict]:
-    """Drive a wavesweep strategy as the driver would, with the surface standing in for Ray and the store."""
-    spec = parse_spec(spec, check_experiment=False)
-    strategy = create_strategy(spec, runs_per_wave)
-    runs: list[dict] = []
-    known: set[str] = set()
-    wave = 0
-    while len(runs) < budget:
-        plan = strategy.next_wave(known, runs_per_wave, runs)
-        if plan is None:
-            break
-        wave += 1
-        for cell in plan.cells[: budget - len(runs)]:
-            value = surface.sample(cell.levels, cell.seed + 1000 * rep)
-            runs.append({"wave": wave, "design": plan.design, "cell_key": cell.key, "seed": cell.seed,
-                         "status": "COMPLETE", "wall_s": 1.0, **{f"param.{k}": v for k, v in cell.levels.items()},
-                         "metric.y": value})
-            known.add(cell.key)
-    return runs
-
-
-def _batches(runs: list[dict]) -> list[int]:
-    sizes: dict[int, int] = {}
-    for r in runs:
-        sizes[r["wave"]] = sizes.get(r["wave"], 0) + 1
-    return [sizes[w] for w in sorted(sizes)]
-
-
-def designed_pairs(surface: Surface, runs: list[dict]) -> frozenset[frozenset[str]]:
-    """Significant (Holm, 0.05) two-way terms of the effects fit on the runs of the designed waves."""
-    designed = [r for r in runs if is_designed(r.get("design"))]
-    if not designed:
-        return frozenset()
-    frame = pd.DataFrame([{**{n: r[f"param.{n}"] for n in surface.factors}, "y": r["metric.y"]} for r in designed])
-    infos = {n: FactorInfo(tuple(sorted(frame[n].unique())), box.scale)
-             for n, box in surface.factors.items() if frame[n].nunique() >= 2}
-    if not infos:
-        return frozenset()
-    try:
-        fit = fit_effects(frame, infos, "y", adjust="holm")
-    except ValueError:
-        return frozenset()
-    return frozenset(frozenset(_pair(t.term)) for t in fit.terms if t.significant and t.order == 2)
-
-
-def surface_pairs(surface: Surface, runs: list[dict]) -> frozenset[frozenset[str]]:
-    """Significant (Holm, 0.05) two-way terms of the second-order fit over every run (``analyze --method
-    surface``)."""
-    frame = pd.DataFrame([{**{n: r[f"param.{n}"] for n in surface.factors}, "y": r["metric.y"]} for r in runs])
-    infos = {n: FactorInfo((box.low, box.high), box.scale) for n, box in surface.factors.items()}
-    try:
-        fit = fit_surface(frame, infos, "y", adjust="holm")
-    except ValueError:
-        return frozenset()
-    return frozenset(frozenset(_pair(t.term)) for t in fit.terms if t.significant and t.order == 2)
-
-
-def search_waves(surface: Surface, budget: int, rep: int, screen: str = "quarter") -> Search:
-    spec = surface.spec(f"bench-waves-{rep}", mode="waves", runs_per_wave=RUNS_PER_WAVE, max_runs=budget,
-                        max_waves=max(1, math.ceil(budget / RUNS_PER_WAVE)), seeds=[rep], screen=screen)
-    runs = simulate(surface, spec, budget, RUNS_PER_WAVE, rep)
-    points = [{n: r[f"param.{n}"] for n in surface.factors} for r in runs]
-    return Search(points, [r["metric.y"] for r in runs], _batches(runs), surface_pairs(surface, runs),
-                  designed_pairs(surface, runs))
-
-
-def search_waves_corners(surface: Surface, budget: int, rep: int) -> Search:
-    return search_waves(surface, budget, rep, screen="corners")
-
-
-def search_greedy(surface: Surface, budget: int, rep: int) -> Search:
-    spec = surface.spec(f"bench-greedy-{rep}", mode="greedy", levels=3, max_runs=budget, seeds=[rep])
-    runs = simulate(surface, spec, budget, 1, rep)
-    points = [{n: r[f"param.{n}"] for n in surface.factors} for r in runs]
-    return Search(points, [r["metric.y"] for r in runs], _batches(runs))
-
-
-def _suggest(trial, surface: Surface) -> dict:
-    params = {}
-    for name, box in surface.factors.items():
-        log = box.scale == "log"
-        if box.integer:
-            params[name] = trial.suggest_int(name, int(box.low), int(box.high), log=log)
-        else:
-            params[name] = trial.suggest_float(name, box.low, box.high, log=log)
-    return params
-
-
-def optuna_batches(surface: Surface, budget: int, rep: int, sampler, batch: int) -> Search:
-    """Ask ``batch`` trials (each one's params drawn before the next is asked), evaluate them, tell them all."""
-    import optuna
-    from optuna.trial import TrialState
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=surface.goal, sampler=sampler)
-    points: list[dict] = []
-    values: list[float] = []
-    batches: list[int] = []
-    while len(points) < budget:
-        told = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        asked = []
-        for _ in range(min(batch, budget - len(points))):
-            trial = study.ask()
-            asked.append((trial, _suggest(trial, surface)))
-        # No result of this batch is known to the sampler before the whole batch is drawn.
-        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) != told or any(
-                t.state != TrialState.RUNNING for t in study.get_trials(deepcopy=False)[told:]):
-            raise RuntimeError("a trial of the batch was told before the whole batch was asked")
-        results = [surface.sample(params, 1000 * rep + len(points) + i) for i, (_, params) in enumerate(asked)]
-        for (trial, params), value in zip(asked, results):
-            study.tell(trial, value)
-            points.append(params)
-            values.append(value)
-        batches.append(len(asked))
-    return Search(points, values, batches)
-
-
-def search_tpe_batch(surface: Surface, budget: int, rep: int) -> Search:
-    import optuna
-
-    sampler = optuna.samplers.TPESampler(multivariate=True, constant_liar=True, n_startup_trials=RUNS_PER_WAVE,
-                                         seed=rep)
-    return optuna_batches(surface, budget, rep, sampler, RUNS_PER_WAVE)
-
-
-def search_gp_batch(surface: Surface, budget: int, rep: int) -> Search:
-    import optuna
-
-    sampler = optuna.samplers.GPSampler(seed=rep, n_startup_trials=RUNS_PER_WAVE)
-    return optuna_batches(surface, budget, rep, sampler, RUNS_PER_WAVE)
-
-
-def search_random(surface: Surface, budget: int, rep: int) -> Search:
-    import optuna
-
-    return optuna_batches(surface, budget, rep, optuna.samplers.RandomSampler(seed=rep), RUNS_PER_WAVE)
-
-
-def search_tpe_sequential(surface: Surface, budget: int, rep: int) -> Search:
-    import optuna
-
-    sampler = optuna.samplers.TPESampler(multivariate=True, n_startup_trials=RUNS_PER_WAVE, seed=rep)
-    return optuna_batches(surface, budget, rep, sampler, 1)
-
-
-def search_gp_sequential(surface: Surface, budget: int, rep: int) -> Search:
-    import optuna
-
-    sampler = optuna.samplers.GPSampler(seed=rep, n_startup_trials=RUNS_PER_WAVE)
-    return optuna_batches(surface, budget, rep, sampler, 1)
-
-
-def ax_generation_strategy(rep: int):
-    """Exactly 16 Sobol trials, all observed before the model takes over; then BoTorch with no limit and no cap."""
-    from ax.adapter.registry import Generators
-    from ax.generation_strategy.generation_node import GenerationStep
-    from ax.generation_strategy.generation_strategy import GenerationStrategy
-
-    return GenerationStrategy(name=f"Sobol{RUNS_PER_WAVE}+BoTorch", nodes=[
-        GenerationStep(generator=Generators.SOBOL, num_trials=RUNS_PER_WAVE, min_trials_observed=RUNS_PER_WAVE,
-                       generator_kwargs={"seed": rep}, should_deduplicate=True),
-        # Ax's default modular BoTorch generator: SingleTaskGP and qLogNoisyExpectedImprovement.
-        GenerationStep(generator=Generators.BOTORCH_MODULAR, num_trials=-1, max_parallelism=None,
-                       should_deduplicate=True),
-    ])
-
-
-def search_ax_batch(surface: Surface, budget: int, rep: int) -> Search:
-    from ax.api.client import Client
-    from ax.api.configs import RangeParameterConfig
-
-    for handler in logging.getLogger("ax").handlers:  # Ax logs every trial at INFO
-        handler.setLevel(logging.WARNING)
-    client = Client(random_seed=rep)
-    client.configure_experiment(name=f"bench-ax-{surface.name}-{rep}", parameters=[
-        RangeParameterConfig(name=name, parameter_type="int" if box.integer else "float",
-                             bounds=(int(box.low), int(box.high)) if box.integer else (box.low, box.high),
-                             scaling="log" if box.scale == "log" else "linear")
-        for name, box in surface.factors.items()])
-    client.configure_optimization(objective="-y" if surface.goal == "minimize" else "y")
-    strategy = ax_generation_strategy(rep)
-    client.set_generation_strategy(strategy)
-    points: list[dict] = []
-    values: list[float] = []
-    batches: list[int] = []
-    while len(points) < budget:
-        want = min(RUNS_PER_WAVE, budget - len(points))
-        # Move the strategy past the Sobol step first: asked while still on it (all 16 observed, none left to
-        # generate), get_next_trials caps the whole request at what Sobol may still generate, i.e. one trial.
-        strategy.current_generator_run_limit()
-        trials = client.get_next_trials(max_trials=want)
-        if len(trials) != want:
-            raise RuntimeError(f"Ax returned {len(trials)} trials for a batch of {want}")
-        results = {index: surface.sample(params, 1000 * rep + len(points) + i)
-                   for i, (index, params) in enumerate(trials.items())}
-        # Told only now, after the whole batch was generated.
-        for index, params in trials.items():
-            client.complete_trial(trial_index=index, raw_data={"y": results[index]})
-            points.append({name: params[name] for name in surface.factors})
-            values.append(results[index])
-        batches.append(len(trials))
-    return Search(points, values, batches)
 
 
 @dataclass(frozen=True)
@@ -408,94 +199,6 @@ def _worker_init() -> None:
 
     for handler in logging.getLogger("ax").handlers:
         handler.setLevel(logging.WARNING)
-
-
-# --- scoring ----------------------------------------------------------------------------------------------------------
-
-
-def checkpoints(budget: int) -> list[int]:
-    """Run counts at which the best-so-far is read: after each 16 runs, and the budget."""
-    return [min(k * RUNS_PER_WAVE, budget) for k in range(1, math.ceil(budget / RUNS_PER_WAVE) + 1)]
-
-
-def regret_of_best(surface: Surface, points: list[dict], values: list[float]) -> float:
-    """Regret of the best observed run (a method with no runs yet has none: infinite regret)."""
-    if not points:
-        return math.inf
-    pick = np.argmin if surface.goal == "minimize" else np.argmax
-    return surface.regret(points[int(pick(values))])
-
-
-def reported_by_fanova(surface: Surface, points: list[dict], values: list[float], seed: int,
-                       bootstrap: int = BOOTSTRAP, permutations: int = PERMUTATIONS) -> frozenset:
-    frame = pd.DataFrame(points).assign(y=values)
-    infos = {n: FactorInfo(tuple(sorted(frame[n].unique())), box.scale)
-             for n, box in surface.factors.items() if frame[n].nunique() >= 2}
-    result = decompose(frame, infos, "y", seed=seed, n_bootstrap=bootstrap, n_permutations=permutations,
-                       look_ahead=False)  # the pairs are scored; the mains' look-ahead would only cost time
-    return frozenset(frozenset(_pair(t.term)) for t in result.terms if t.kind == "pair" and t.verdict == "interaction")
-
-
-def _pair(term: str) -> tuple[str, str]:
-    """The two factors of a two-way term: "a:b", "a:b^2", "a^2:b", "opt[x]:b"."""
-    a, b = term.split(":")
-    return a.split("^")[0].split("[")[0], b.split("^")[0].split("[")[0]
-
-
-def spread(surface: Surface, n: int = 20_000) -> float:
-    rng = np.random.default_rng(0)
-    values = [surface.value(surface.random_point(rng)) for _ in range(n)]
-    worst = max(values) if surface.goal == "minimize" else min(values)
-    return abs(worst - surface.optimum)
-
-
-def score(surface: Surface, outcomes: list[Outcome]) -> dict:
-    row = _score_pairs(surface, [o.reported for o in outcomes if o.reported is not None], len(outcomes))
-    designed = [o.designed for o in outcomes if o.designed is not None]
-    row["designed"] = _score_pairs(surface, designed, len(outcomes)) if designed else None
-    return {**row, "regret_median": statistics.median(o.regret for o in outcomes),
-            "regret_mean": statistics.fmean(o.regret for o in outcomes),
-            "curve": [statistics.median(o.curve[k] for o in outcomes) for k in range(len(outcomes[0].curve))],
-            "runs": statistics.fmean(o.runs for o in outcomes),
-            "seconds": statistics.fmean(o.seconds for o in outcomes),
-            "cpu_seconds": statistics.fmean(o.cpu_seconds for o in outcomes),
-            "pair_seconds": statistics.fmean(o.pair_seconds for o in outcomes),
-            "batches": sorted({batch_text(o.batches) for o in outcomes}),
-            "rounds": statistics.fmean(len(o.batches) for o in outcomes)}
-
-
-def _score_pairs(surface: Surface, found: list[frozenset], n: int) -> dict:
-    true = surface.interactions
-    hits = sum(len(r & true) for r in found)
-    reported = sum(len(r) for r in found)
-    recall = hits / (len(true) * len(found)) if found and true else math.nan
-    fdr = (reported - hits) / reported if reported else math.nan
-    return {"recall": recall if found else None, "fdr": fdr if found else None,
-            "reported": reported / n if found else None}
-
-
-def waves_to_reach(curve: list[float], target: float | None) -> str:
-    if target is None:
-        return "n/a"
-    for k, regret in enumerate(curve, start=1):
-        if regret <= target + 1e-12:
-            return str(k)
-    return f">{len(curve)}"
-
-
-def batch_text(batches) -> str:
-    """Batch sizes, run-length coded: [16, 16, 16, 8] -> "16x3,8"."""
-    parts: list[str] = []
-    for size, group in itertools.groupby(batches):
-        count = len(list(group))
-        parts.append(f"{size}x{count}" if count > 1 else str(size))
-    return ",".join(parts)
-
-
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return "n/a" if math.isnan(x) else f"{x:.2f}"
 
 
 # --- the command ------------------------------------------------------------------------------------------------------
