@@ -17,15 +17,8 @@ from sqlalchemy import Engine, String, and_, case, func, or_, select, type_coerc
 from sqlalchemy.orm import aliased
 
 from orchestrator.reporting.report import WaveSplit, wave_kind
-from orchestrator.run_record import RunStatus, earlier_attempts_s
-from orchestrator.store.models import (
-    CurvePointModel,
-    MetricModel,
-    RunModel,
-    StudyModel,
-    WaveModel,
-    decode_float,
-)
+from orchestrator.run_record import COST_SOURCES, METRIC, RunStatus, earlier_attempts_s, metric_key, param_key
+from orchestrator.store.models import CurvePointModel, MetricModel, RunModel, StudyModel, WaveModel, decode_float
 
 STATUSES = [s.value for s in RunStatus]
 UNFINISHED = ("PENDING", "RUNNING")
@@ -54,7 +47,7 @@ class Study:
 
     @property
     def response(self) -> str:
-        return f"metric.{self.metric}"
+        return metric_key(self.metric)
 
     @property
     def split(self) -> WaveSplit:
@@ -121,14 +114,18 @@ def studies(engine: Engine) -> pd.DataFrame:
 
 def _cost_query():
     """Seconds the last (or current) attempt of each study's runs cost (the budget's rule, ``run_record.run_cost_s``,
-    without the earlier attempts: :func:`_earlier_attempts_s`): GPU-seconds when positive, else the worker's wall
-    time, else the store's."""
-    gpu, wall = aliased(MetricModel), aliased(MetricModel)
-    cost = func.coalesce(case((gpu.value > 0, gpu.value)), wall.value, RunModel.wall_s)
-    return (select(RunModel.study_id, func.sum(cost))
-            .outerjoin(gpu, and_(gpu.run_id == RunModel.id, gpu.name == "gpu_s"))
-            .outerjoin(wall, and_(wall.run_id == RunModel.id, wall.name == "wall_s"))
-            .group_by(RunModel.study_id))
+    without the earlier attempts: :func:`_earlier_attempts_s`): the first usable of ``COST_SOURCES``."""
+    query, values = select(RunModel.study_id), []
+    for column, positive in COST_SOURCES:
+        if column.startswith(METRIC):
+            metric = aliased(MetricModel)
+            query = query.outerjoin(metric, and_(metric.run_id == RunModel.id,
+                                                 metric.name == column.removeprefix(METRIC)))
+            value = metric.value
+        else:
+            value = getattr(RunModel, column)
+        values.append(case((value > 0, value)) if positive else value)
+    return query.add_columns(func.sum(func.coalesce(*values))).group_by(RunModel.study_id)
 
 
 def _earlier_attempts_s(conn, study_id: int | None = None) -> list[tuple[int, int, float]]:
@@ -239,7 +236,7 @@ def _runs_frame(rows: list, metric_rows: list, factors: list[str], earlier: dict
     runs = _frame(rows, _RUN_COLUMNS)
     runs["backfill"] = runs["backfill"].astype(bool)
     params = pd.DataFrame.from_records(_params(list(runs.pop("params"))), index=runs.index, columns=factors)
-    runs[[f"param.{f}" for f in factors]] = params
+    runs[[param_key(f) for f in factors]] = params
     for column in ("started_at", "finished_at"):
         # One unit whatever the values (all NULL parses as seconds): timeline() fills with a microsecond "now".
         runs[column] = pd.to_datetime(runs[column], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
@@ -248,17 +245,17 @@ def _runs_frame(rows: list, metric_rows: list, factors: list[str], earlier: dict
         # (value, kind) pairs: databases disagree about NaN and infinity, so the kind says which (models.py).
         special = metrics["kind"] != "finite"
         metrics.loc[special, "value"] = [decode_float(None, k) for k in metrics.loc[special, "kind"]]
-        wide = metrics.pivot(index="run_id", columns="name", values="value").add_prefix("metric.")
+        wide = metrics.pivot(index="run_id", columns="name", values="value").add_prefix(METRIC)
         runs = runs.join(wide.astype(float), on="run_id")
     runs["cost_s"] = _cost_s(runs, earlier)
     return runs
 
 
 def _cost_s(runs: pd.DataFrame, earlier: dict[int, float]) -> pd.Series:
-    """``run_record.run_cost_s``, vectorised: metric.gpu_s when positive, else metric.wall_s, else wall_s; plus the
-    run's ``earlier`` attempts (by run id); NaN when it has neither."""
+    """``run_record.run_cost_s``, vectorised: the first usable of ``COST_SOURCES``, plus the run's ``earlier``
+    attempts (by run id); NaN when it has neither."""
     cost = pd.Series(np.nan, index=runs.index)
-    for column, positive in (("metric.gpu_s", True), ("metric.wall_s", False), ("wall_s", False)):
+    for column, positive in COST_SOURCES:
         if column in runs:
             values = pd.to_numeric(runs[column], errors="coerce")
             usable = np.isfinite(values) & ((values > 0) if positive else True)
@@ -292,7 +289,7 @@ def cell_table(study: Study, runs: pd.DataFrame | None = None, alpha: float = 0.
     """Mean response per cell (factor levels) over its completed seeds, best first: the factors, ``n``, ``mean``,
     ``std``, ``ci_low``, ``ci_high`` (1 - alpha, t on n - 1 df; NaN with one seed) and ``cost_s`` (mean)."""
     runs = completed(study) if runs is None else runs
-    params = [f"param.{f}" for f in study.factors]
+    params = [param_key(f) for f in study.factors]
     if runs.empty:
         return pd.DataFrame(columns=[*study.factors, "n", "mean", "std", "ci_low", "ci_high", "cost_s"])
     # sort=False: levels of one factor may mix types (1.5 and "auto") that cannot be ordered.
@@ -326,7 +323,7 @@ def decisions(study: Study) -> pd.DataFrame:
     best = pd.Series(math.nan, index=progress["number"])
     if len(done):
         # Sums and counts per (cell, wave), accumulated over waves: every prefix's cell means in one pass.
-        cell = done.groupby([f"param.{f}" for f in study.factors], sort=False, dropna=False).ngroup()
+        cell = done.groupby([param_key(f) for f in study.factors], sort=False, dropna=False).ngroup()
         sums = done.groupby([cell, done["wave"]])[study.response].agg(["sum", "count"]).unstack(fill_value=0)
         sums = sums.reindex(columns=pd.MultiIndex.from_product([["sum", "count"], progress["number"]]), fill_value=0)
         means = sums["sum"].cumsum(axis=1) / sums["count"].cumsum(axis=1).where(lambda c: c > 0)
@@ -368,5 +365,5 @@ def filter_runs(runs: pd.DataFrame, statuses: list[str] | None = None, waves: li
         keep &= runs["wave"].isin(waves)
     for factor, chosen in (levels or {}).items():
         if chosen:
-            keep &= runs[f"param.{factor}"].isin(chosen)
+            keep &= runs[param_key(factor)].isin(chosen)
     return runs[keep]

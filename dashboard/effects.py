@@ -36,6 +36,7 @@ from orchestrator.analysis import (
 )
 from orchestrator.analysis.coding import term_factors
 from orchestrator.reporting.report import WaveSplit
+from orchestrator.run_record import param_key
 from orchestrator.spec import Factor
 from orchestrator.wave_kinds import resolved_mode
 
@@ -76,11 +77,11 @@ def fit(study: Study, scope: str | None = None, alpha: float = 0.05) -> Fit:
     runs, described = _scope(study, scope, split)
     left_out = f"; {split.left_out()}" if split.has_proposals else ""
     factors, fixed = _varying(study, runs)
-    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]] if study.response in runs else None
+    frame = runs[[param_key(f) for f in factors] + [study.response, "status"]] if study.response in runs else None
     if frame is None or not _any_result(runs, study):
         return Fit(scope, study.metric, described + left_out, factors, _empty(study, factors), None,
                    f"no COMPLETE run with {study.metric!r} yet")
-    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    frame = frame.rename(columns={param_key(f): f for f in factors} | {study.response: study.metric})
     if fixed and scope == "all":  # the latest region's description already names its constant factors
         described += "; constant there: " + ", ".join(f"{f} = {v}" for f, v in fixed.items())
     described += left_out
@@ -131,8 +132,8 @@ def _every_run(study: Study) -> tuple[str, dict[str, FactorInfo], pd.DataFrame |
         return described, factors, None, f"no COMPLETE run with {study.metric!r} yet"
     if not factors:
         return described, factors, None, "no factor varies among these runs"
-    frame = runs[[f"param.{f}" for f in factors] + [study.response, "status"]]
-    frame = frame.rename(columns={f"param.{f}": f for f in factors} | {study.response: study.metric})
+    frame = runs[[param_key(f) for f in factors] + [study.response, "status"]]
+    frame = frame.rename(columns={param_key(f): f for f in factors} | {study.response: study.metric})
     return described, factors, frame, None
 
 
@@ -168,7 +169,7 @@ def _scope(study: Study, scope: str, split: WaveSplit) -> tuple[pd.DataFrame, st
     inside = pd.Series(True, index=runs.index)
     bounds = []
     for factor in study.factors:
-        column = runs[f"param.{factor}"]
+        column = runs[param_key(factor)]
         values = column[runs["wave"] == latest].dropna().unique().tolist()
         if _numeric(study, factor) and len(values) > 1:
             low, high = min(values), max(values)
@@ -195,7 +196,7 @@ def _varying(study: Study, runs: pd.DataFrame) -> tuple[dict[str, FactorInfo], d
     infos, fixed = {}, {}
     for name in study.factors:
         spec = _spec_factor(study, name)
-        values = runs[f"param.{name}"].dropna().unique().tolist()
+        values = runs[param_key(name)].dropna().unique().tolist()
         if len(values) == 1:
             fixed[name] = values[0]
         if len(values) < 2:

@@ -16,13 +16,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from orchestrator.store.engine import (
-    current_revision,
-    head_revision,
-    known_revisions,
-    mask,
-    resolve_url,
-)
+from orchestrator.store.engine import current_revision, mask, resolve_url, schema_mismatch
 
 
 class StoreUnreadable(Exception):
@@ -69,11 +63,5 @@ def check_schema(engine: Engine) -> None:
                                   "(wavesweep run SPEC --store URL)")
     except SQLAlchemyError as exc:
         raise StoreUnreadable(f"cannot read {where}: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from None
-    head = head_revision(engine)
-    if current == head:
-        return
-    if current in known_revisions(engine):
-        raise StoreUnreadable(f"{where} has schema {current}, this dashboard reads {head}. Back the store up, then "
-                              f"run: wavesweep db upgrade --store '{where}'")
-    raise StoreUnreadable(f"{where} has schema {current}, which this wavesweep does not know (a newer version wrote "
-                          "it): upgrade wavesweep")
+    if why := schema_mismatch(engine, current, where, "this dashboard reads"):
+        raise StoreUnreadable(why)

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from orchestrator import scales
+
 
 @dataclass(frozen=True)
 class Box:
@@ -45,16 +47,10 @@ class Box:
 
     def from_unit(self, u: float) -> float:
         """Map u in [0, 1] to the box, uniformly in the box's scale (clamped: exp(log(high)) may overshoot by 1 ulp)."""
-        if self.scale == "log":
-            value = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        else:
-            value = self.low + u * (self.high - self.low)
-        return min(max(value, self.low), self.high)
+        return min(max(scales.from_unit(u, self.low, self.high, self.scale), self.low), self.high)
 
     def to_unit(self, value: float) -> float:
-        if self.scale == "log":
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (value - self.low) / (self.high - self.low)
+        return scales.to_unit(value, self.low, self.high, self.scale)
 
     def levels(self, n: int) -> list[float] | list[int]:
         """``n`` levels evenly spaced in the box's scale, ends included; integers for an integer box."""

@@ -1,12 +1,17 @@
-"""What an experiment's ``run(params, ctx)`` sees of the orchestrator.
+"""An experiment's interface: where its ``run`` is found (``module:function``, and the ``PARAMS`` its module
+declares), and what ``run(params, ctx)`` sees of the orchestrator.
 
-This module runs inside Ray workers: it must stay import-light (no torch, no SQLAlchemy, no Ray).
+This module runs inside Ray workers: it must stay import-light (no torch, no SQLAlchemy, no Ray, no pydantic).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
+
+from orchestrator.errors import SpecError
 
 
 class Diverged(RuntimeError):
@@ -45,3 +50,25 @@ class RunContext:
         if self._sink is not None:
             self._sink(int(step), clean)
 
+
+def import_experiment(target: str) -> Callable[..., Any]:
+    """Import ``module:function`` and return the function, or raise a SpecError saying why not."""
+    module_name, _, func_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        from orchestrator.extras import hint
+
+        raise SpecError([("experiment", f"module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})"
+                          + hint(exc), target)]) from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise SpecError([("experiment", f"module {module_name!r} has no function {func_name!r}", target)])
+    return func
+
+
+def declared_params(target: str) -> list[str] | None:
+    """The params that the experiment's module declares in a ``PARAMS`` mapping (name -> its declaration), or None
+    when it declares none (such as ``experiments.synthetic``, whose params are the terms of its surface)."""
+    declared = getattr(importlib.import_module(target.partition(":")[0]), "PARAMS", None)
+    return list(declared) if isinstance(declared, Mapping) else None

@@ -1,11 +1,12 @@
-"""A run record's vocabulary, in one place: its statuses (one closed set, shared by the store, the executor and the
-CLI), what one attempt ended with (:class:`RunResult`, which the executor reports and the store records), and what a
-run cost (the budget's rule: the strategies stop on it, the dashboard shows it)."""
+"""A run record, in one place: its statuses (one closed set, shared by the store, the executor and the CLI), the
+record itself (:class:`RunRecord`: what the store holds of a run, typed, with its flat row), what one attempt ended
+with (:class:`RunResult`, which the executor reports and the store records), and what a run cost (the budget's
+rule: the strategies stop on it, the dashboard shows it)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -26,6 +27,85 @@ class RunStatus(str, Enum):
 # Statuses that hold a result of the configuration itself; resume keeps them. A DIVERGED run would diverge again
 # with the same seed, so it is not re-run. Everything else (a crash, a driver that died mid-run) is requeued.
 FINISHED = frozenset({RunStatus.COMPLETE, RunStatus.DIVERGED, RunStatus.PRUNED})
+
+
+# A run's flat row names its factor levels and its metrics with these prefixes (a factor and a metric may share a
+# name): the store's rows, the dashboard's frames and the export's columns all read them from here.
+PARAM, METRIC = "param.", "metric."
+
+
+def param_key(factor: str) -> str:
+    return PARAM + factor
+
+
+def metric_key(metric: str) -> str:
+    return METRIC + metric
+
+
+class RunRecord(Mapping[str, Any]):
+    """One run as the store holds it (``Store.runs`` builds them), read by the strategies, the run loop, the
+    reports, the cost model and the export alike.
+
+    Typed where code reasons about a run: ``levels`` (factor -> level), ``metrics`` (name -> final value),
+    ``status``, ``wave``, ``seed``, ``cost_s`` (every attempt counted, the budget's rule). As a read-only mapping it is
+    the flat row a table wants: ``run_id``, ``cell_key``, ``wave``, ``design``, ``seed``, ``status``, ``attempts``,
+    ``param.<factor>``, ``metric.<name>``, timings, error, ``earlier_attempts_s``."""
+
+    __slots__ = ("_row", "levels", "metrics")
+
+    def __init__(self, row: Mapping[str, Any]):
+        self._row = dict(row)
+        self.levels = {k[len(PARAM):]: v for k, v in self._row.items() if k.startswith(PARAM)}
+        self.metrics = {k[len(METRIC):]: v for k, v in self._row.items() if k.startswith(METRIC)}
+
+    @classmethod
+    def build(cls, head: Mapping[str, Any], levels: Mapping[str, Any], metrics: Mapping[str, Any] | None = None,
+              tail: Mapping[str, Any] | None = None) -> RunRecord:
+        """A record from its parts, its row in this order (an export's columns follow it): ``head`` (identity,
+        status), the levels, the metrics, ``tail`` (timings, error, ...)."""
+        return cls({**head, **{PARAM + k: v for k, v in levels.items()},
+                    **{METRIC + k: v for k, v in (metrics or {}).items()}, **(tail or {})})
+
+    @property
+    def status(self) -> str | None:
+        return self._row.get("status")
+
+    @property
+    def wave(self) -> int | None:
+        return self._row.get("wave")
+
+    @property
+    def seed(self) -> int | None:
+        return self._row.get("seed")
+
+    @property
+    def cost_s(self) -> float | None:
+        return run_cost_s(self)
+
+    def value(self, metric: str) -> float | None:
+        """The run's result for ``metric``: a finite number from a COMPLETE run, else None (no result yet, a failed
+        run, NaN or infinity)."""
+        value = self.metrics.get(metric)
+        if self.status != RunStatus.COMPLETE or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._row[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._row)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def __repr__(self) -> str:
+        return f"RunRecord({self._row!r})"
+
+
+def records(runs: Iterable[Mapping[str, Any]]) -> list[RunRecord]:
+    """``runs`` as records: a flat row (a test's, a benchmark's, an older caller's) becomes one; a record stays."""
+    return [r if isinstance(r, RunRecord) else RunRecord(r) for r in runs]
 
 
 @dataclass(frozen=True)
@@ -68,7 +148,7 @@ def earlier_attempts_s(attempt_log: Iterable[Mapping[str, Any]] | None, status: 
     return total
 
 
-def run_cost_s(run: dict) -> float | None:
+def run_cost_s(run: Mapping[str, Any]) -> float | None:
     """What a run cost, in seconds of the budget's unit: its GPU-seconds (``metric.gpu_s``, wall time x GPUs, set
     by the worker), or its wall time when it held no GPU (a CPU-only study counts run-hours); plus what its earlier
     attempts cost (``earlier_attempts_s``: a retried run spent GPU time on each). None when the run has reported
@@ -81,19 +161,26 @@ def run_cost_s(run: dict) -> float | None:
     return final + earlier
 
 
-def final_cost_s(run: dict) -> float | None:
+# Where the cost of a run's current or last attempt is read, first usable one wins, and whether it must be positive:
+# the worker's GPU-seconds (0 on a run that held no GPU), else its wall time, else the store's (a worker that died
+# before it reported). The dashboard reads the same columns in SQL and in pandas.
+COST_SOURCES: tuple[tuple[str, bool], ...] = ((METRIC + "gpu_s", True), (METRIC + "wall_s", False), ("wall_s", False))
+
+
+def final_cost_s(run: Mapping[str, Any]) -> float | None:
     """The cost of a run's current or last attempt alone, as it reported it (see :func:`run_cost_s`)."""
-    for key in ("metric.gpu_s", "metric.wall_s", "wall_s"):
+    for key, positive in COST_SOURCES:
         value = run.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or key != "metric.gpu_s"):
+        if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not positive):
             return float(value)
     return None
 
 
-def spent_hours(runs: list[dict]) -> tuple[float, float | None]:
+def spent_hours(runs: Iterable[Mapping[str, Any]]) -> tuple[float, float | None]:
     """(GPU-hours the runs used, every attempt counted; mean GPU-hours of a run that reported its cost, its retries
     included, None when none did). A run still waiting for a retry counts in what was used, not in the mean: its
     cost so far is not what a run costs."""
+    runs = list(runs)
     spent = sum(c for c in map(run_cost_s, runs) if c is not None)
     done = [run_cost_s(r) for r in runs if final_cost_s(r) is not None]
     return spent / 3600, (sum(done) / len(done) / 3600 if done else None)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +27,7 @@ from pydantic import (
 )
 
 from orchestrator.artifacts import check_location
+from orchestrator.context import declared_params, import_experiment
 from orchestrator.errors import SpecError, problems_from_pydantic
 from orchestrator.sizing import auto_problems
 
@@ -278,29 +277,6 @@ def _without(data: dict[str, Any], bad: set[str]) -> Spec | None:
 def _under(path: str, fields: set[str]) -> bool:
     """Whether ``path`` is one of ``fields``, inside one, or holds one (``factors`` left empty by a dropped factor)."""
     return any(path == f or path.startswith((f + ".", f + "[")) or f.startswith(path + ".") for f in fields)
-
-
-def import_experiment(target: str) -> Callable[..., Any]:
-    """Import ``module:function`` and return the function, or raise a SpecError saying why not."""
-    module_name, _, func_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
-        from orchestrator.extras import hint
-
-        raise SpecError([("experiment", f"module {module_name!r} cannot be imported ({type(exc).__name__}: {exc})"
-                          + hint(exc), target)]) from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise SpecError([("experiment", f"module {module_name!r} has no function {func_name!r}", target)])
-    return func
-
-
-def declared_params(target: str) -> list[str] | None:
-    """The params that the experiment's module declares in a ``PARAMS`` mapping (name -> its declaration), or None
-    when it declares none (such as ``experiments.synthetic``, whose params are the terms of its surface)."""
-    declared = getattr(importlib.import_module(target.partition(":")[0]), "PARAMS", None)
-    return list(declared) if isinstance(declared, Mapping) else None
 
 
 def _undeclared(spec: Spec) -> list[tuple[str, str, Any]]:

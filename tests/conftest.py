@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from orchestrator.run_record import RunResult, RunStatus
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("WAVESWEEP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -111,3 +116,29 @@ def dashboard_store(tmp_path_factory):
     from tests.test_dashboard import build_store
 
     return build_store(tmp_path_factory.mktemp("dashboard"))
+
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def record_wave(url: str, spec: dict, cells: list, reason: str, stop: str,
+                result: Callable[[int, Any], tuple[RunStatus, dict, str | None]]) -> None:
+    """A finished one-wave study written straight into the store at ``url``: cell ``i`` ran 5 s from ``T0`` + 10 i s
+    and ended as ``result(i, cell)`` says (status, metrics, error message or None)."""
+    from orchestrator.cells import WavePlan
+    from orchestrator.spec import parse_spec
+    from orchestrator.store import Store
+
+    store = Store(url)
+    sid = store.open_study(parse_spec(spec))
+    store.add_wave(sid, WavePlan(cells, "full_factorial", reason))
+    for i, cell in enumerate(cells):
+        start = T0 + timedelta(seconds=10 * i)
+        store.mark_running(cell.key, host="node-1", device="cpu", started_at=start)
+        status, metrics, error = result(i, cell)
+        store.finish_run(cell.key, RunResult(status=status, metrics=metrics, started_at=start,
+                                             finished_at=start + timedelta(seconds=5), wall_s=5.0,
+                                             error_kind="exception" if error else None, error_message=error))
+    store.finish_wave(sid, 1)
+    store.stop_study(sid, stop)
+    store.close()

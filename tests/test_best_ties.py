@@ -8,18 +8,14 @@ of each other; e and f are clearly worse. A second study ``lone`` has one seed p
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orchestrator.cells import make_cell
-from orchestrator.run_record import RunResult, RunStatus
-from orchestrator.spec import parse_spec
-from orchestrator.store import Store
-from tests.conftest import synthetic_spec
-from tests.test_cli_output import WavePlan, invoke, words
+from orchestrator.run_record import RunStatus
+from tests.conftest import record_wave, synthetic_spec
+from tests.test_cli_output import invoke, words
 
-T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 MEANS = {"a": 1.000, "b": 1.0005, "c": 1.001, "d": 1.0015, "e": 1.01, "f": 1.10}
 NOISE = (-0.001, 0.0, 0.001)  # per seed: SD 0.001
 
@@ -27,19 +23,9 @@ NOISE = (-0.001, 0.0, 0.001)  # per seed: SD 0.001
 def fill(url: str, name: str, seeds: tuple[int, ...]) -> None:
     spec = synthetic_spec(name, seeds=list(seeds), strategy={"mode": "grid", "runs_per_wave": 6 * len(seeds)})
     spec["factors"] = {"opt": {"levels": list(MEANS)}}
-    store = Store(url)
-    sid = store.open_study(parse_spec(spec))
     cells = [make_cell(name, {"opt": opt}, seed) for seed in seeds for opt in MEANS]
-    store.add_wave(sid, WavePlan(cells, "full_factorial", "every cell"))
-    for i, cell in enumerate(cells):
-        start = T0 + timedelta(seconds=10 * i)
-        store.mark_running(cell.key, host="node-1", device="cpu", started_at=start)
-        loss = MEANS[cell.levels["opt"]] + NOISE[cell.seed]
-        store.finish_run(cell.key, RunResult(status=RunStatus.COMPLETE, metrics={"loss": loss}, started_at=start,
-                                             finished_at=start + timedelta(seconds=5), wall_s=5.0))
-    store.finish_wave(sid, 1)
-    store.stop_study(sid, "every cell is recorded")
-    store.close()
+    record_wave(url, spec, cells, "every cell", "every cell is recorded",
+                lambda i, cell: (RunStatus.COMPLETE, {"loss": MEANS[cell.levels["opt"]] + NOISE[cell.seed]}, None))
 
 
 @pytest.fixture(scope="module")

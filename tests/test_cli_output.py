@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import pytest
 from rich.console import Console
@@ -21,48 +21,31 @@ from typer.testing import CliRunner
 
 from orchestrator import cli
 from orchestrator.cells import make_cell
-from orchestrator.run_record import RunResult, RunStatus
-from orchestrator.spec import parse_spec
-from orchestrator.store import Store
-from tests.conftest import REPO, synthetic_spec, write_spec
+from orchestrator.run_record import RunStatus
+from tests.conftest import REPO, record_wave, synthetic_spec, write_spec
 
-T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 REASON = ("full factorial of learning_rate, batch_size and opt[sgd|adam|adamw], block 1 of 1: every cell twice, "
           "to measure the noise")
 ERROR = "RuntimeError: worker [rank0] lost its peer"
 TERMS = ("opt[adam]", "opt[adamw]", "learning_rate:batch_size", "learning_rate:opt[adamw]")
 
 
-class WavePlan:
-    """What ``Store.add_wave`` reads of a strategy's plan."""
-
-    def __init__(self, cells: list, design: str, reason: str):
-        self.cells, self.design, self.reason = cells, design, reason
-
-
 def fill(url: str) -> None:
     spec = synthetic_spec("brackets", seeds=[0, 1], strategy={"mode": "grid", "runs_per_wave": 24})
     spec["factors"] = {"learning_rate": {"levels": [0.0001, 0.001], "scale": "log"},
                        "batch_size": {"levels": [16, 32]}, "opt": {"levels": ["sgd", "adam", "adamw"]}}
-    store = Store(url)
-    sid = store.open_study(parse_spec(spec))
     cells = [make_cell("brackets", {"learning_rate": lr, "batch_size": bs, "opt": opt}, seed) for seed in (0, 1)
              for lr in (0.0001, 0.001) for bs in (16, 32) for opt in ("sgd", "adam", "adamw")]
-    store.add_wave(sid, WavePlan(cells, "full_factorial", REASON))
-    for i, cell in enumerate(cells):
-        start = T0 + timedelta(seconds=10 * i)
-        store.mark_running(cell.key, host="node-1", device="cpu", started_at=start)
+
+    def result(i: int, cell) -> tuple[RunStatus, dict, str | None]:
+        if i == len(cells) - 1:
+            return RunStatus.FAILED, {}, ERROR
         levels = cell.levels
         loss = ((1 if levels["learning_rate"] > 0.0005 else -1) + 0.5 * (1 if levels["batch_size"] == 32 else -1)
                 + {"sgd": 0.0, "adam": -1.0, "adamw": -1.2}[levels["opt"]] + 0.01 * (i % 5) - 0.02 * cell.seed)
-        failed = i == len(cells) - 1
-        store.finish_run(cell.key, RunResult(
-            status=RunStatus.FAILED if failed else RunStatus.COMPLETE, metrics={} if failed else {"loss": loss},
-            started_at=start, finished_at=start + timedelta(seconds=5), wall_s=5.0,
-            error_kind="exception" if failed else None, error_message=ERROR if failed else None))
-    store.finish_wave(sid, 1)
-    store.stop_study(sid, "every cell of the full factorial is recorded")
-    store.close()
+        return RunStatus.COMPLETE, {"loss": loss}, None
+
+    record_wave(url, spec, cells, REASON, "every cell of the full factorial is recorded", result)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Layers, lowest first: a module may import its own layer's modules and those of the layers below, nothing above.
-BASE = {"orchestrator", "errors", "run_record", "cells", "wave_kinds", "extras", "context", "artifacts", "sizing"}
+BASE = {"orchestrator", "errors", "run_record", "cells", "wave_kinds", "extras", "context", "artifacts", "sizing",
+        "scales"}
 MAY_IMPORT: dict[str, set[str]] = {
     "base": {"base"},
     "spec": {"base"},

@@ -306,21 +306,24 @@ def test_lora_run_that_unloads_leaves_the_base_reusable():
     assert cache.get("tiny") is not again
 
 
-def test_max_uses_recycles():
-    cache = BaseModelCache(max_uses=2)
+def _used_twice(cache: BaseModelCache):
+    """The tiny model, handed out twice (the second time from the cache) and given back unchanged each time."""
     first = cache.get("tiny")
     cache.check_unchanged(first)
     assert cache.get("tiny") is first
     cache.check_unchanged(first)
+    return first
+
+
+def test_max_uses_recycles():
+    cache = BaseModelCache(max_uses=2)
+    first = _used_twice(cache)
     assert cache.get("tiny") is not first
 
 
 def test_rss_growth_recycles():
     cache = BaseModelCache(max_rss_growth_mb=64)
-    first = cache.get("tiny")
-    cache.check_unchanged(first)
-    assert cache.get("tiny") is first
-    cache.check_unchanged(first)
+    first = _used_twice(cache)
     grown = torch.ones(64 * 2**20)  # 256 MiB, written, so resident
     assert cache.get("tiny") is not first
     del grown

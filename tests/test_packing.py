@@ -184,7 +184,7 @@ def _fake_nvidia_smi(directory, output: str, monkeypatch) -> None:
 
 
 def test_a_local_run_packs_by_this_machines_gpu(tmp_path, monkeypatch):
-    from orchestrator.cli import _local_gpu_memory
+    from orchestrator.cli.launch import _local_gpu_memory
     from orchestrator.execution.local_gpu import LocalGpu, local_gpu
 
     _fake_nvidia_smi(tmp_path, "NVIDIA GeForce RTX 4090, 24564\\nNVIDIA GeForce RTX 4090, 24564\\n", monkeypatch)
@@ -203,7 +203,7 @@ def test_a_local_run_packs_by_this_machines_gpu(tmp_path, monkeypatch):
 
 
 def test_no_gpu_found_leaves_the_spec_as_it_is(tmp_path, monkeypatch):
-    from orchestrator.cli import _local_gpu_memory
+    from orchestrator.cli.launch import _local_gpu_memory
     from orchestrator.execution import local_gpu as module
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
@@ -228,7 +228,7 @@ def test_an_apple_gpu_counts_three_quarters_of_unified_memory(monkeypatch, tmp_p
 
 
 def test_declaring_gpus_on_a_machine_without_one_is_warned(tmp_path, monkeypatch):
-    from orchestrator.cli import _declared_gpus_warning
+    from orchestrator.cli.launch import _declared_gpus_warning
     from orchestrator.execution import local_gpu as module
 
     monkeypatch.setenv("PATH", str(tmp_path))

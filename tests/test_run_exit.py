@@ -11,13 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import cli
-from orchestrator.cells import make_cell
-from orchestrator.execution.driver import NO_RESULT, Outcome, exit_code
+from orchestrator.cells import WavePlan, make_cell
+from orchestrator.execution.outcome import NO_RESULT, Outcome, exit_code
 from orchestrator.run_record import RunResult, RunStatus
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 from tests.conftest import synthetic_spec, write_spec
-from tests.test_cli_output import WavePlan
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ERROR = "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: fail_if matched [rank0]"
@@ -96,7 +95,7 @@ class FakeRay:
 def failing_start(spec, store, executor, listener=None) -> Outcome:
     """What run_study records for a greedy study whose experiment raises on every replicate of the start point:
     the strategy's first wave, each run FAILED, then the driver's own stop rule."""
-    from orchestrator.execution.pipeline import stop_reason
+    from orchestrator.execution.driver import stop_reason
     from orchestrator.strategies import create_strategy
 
     strategy = create_strategy(spec, 1)

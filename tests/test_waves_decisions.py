@@ -203,7 +203,7 @@ def test_refine_finds_an_interior_optimum_the_screen_only_brackets():
 
 
 def test_the_model_stops_the_study_when_it_expects_nothing_beyond_the_noise():
-    from orchestrator.strategies.waves.cells import Seeds
+    from orchestrator.cells import Seeds
     from orchestrator.strategies.waves.refine import refine_wave
     from orchestrator.strategies.waves.space import axes
 

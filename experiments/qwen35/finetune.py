@@ -26,7 +26,7 @@ from .lora import apply_lora, count_wrapped, remove_lora, save_adapter
 from .loss import answer_loss
 from .memory import PeakMemory, synchronize
 from .models import INITS, LoadedModel, load_model_and_tokenizer, warm_cache
-from .params import Param, resolve_params
+from .params import Param, resolve_declared
 from .precision import Precision
 from .tiny import SIZES
 
@@ -145,7 +145,7 @@ def run(params: dict, ctx: RunContext) -> dict[str, float]:
 
 def resolve(params: dict, *, seed: int) -> dict:
     """``params`` over the declared defaults, checked, with the learning rate defaulted per model and method."""
-    p = resolve_params(params, PARAMS, seed=seed)
+    p = resolve_declared(params, PARAMS, seed=seed)
     if p["learning_rate"] is None:
         p["learning_rate"] = TINY_LEARNING_RATE if p["model"] in SIZES else LEARNING_RATE[p["method"]]
     return p

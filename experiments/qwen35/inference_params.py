@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .models import resolve_dtype
-from .params import Param
-from .params import resolve_params as resolve_params_of
+from .params import Param, resolve_declared
 from .tiny import SIZES
 
 MODES = ("decode", "throughput")
@@ -55,12 +54,12 @@ class Adapter:
 def resolve_params(params: dict, ctx_seed: int, device: str) -> dict:
     """``params`` over the defaults of their mode, validated and coerced (see ``params.py``); ``adapter`` becomes
     an ``Adapter`` (or stays None)."""
-    mode = resolve_params_of({"mode": params.get("mode", "decode")}, {"mode": COMMON["mode"]}, seed=ctx_seed)["mode"]
+    mode = resolve_declared({"mode": params.get("mode", "decode")}, {"mode": COMMON["mode"]}, seed=ctx_seed)["mode"]
     # A parameter of the other mode would be ignored: a sweep over it would repeat one measurement.
     misplaced = sorted(set(params) & (set(PARAMS) - set(COMMON) - set(PARAMS_OF_MODE[mode])))
     if misplaced:
         raise ValueError(f"param(s) {', '.join(map(repr, misplaced))} do not apply to mode {mode!r}")
-    p = resolve_params_of(params, {**COMMON, **PARAMS_OF_MODE[mode]}, seed=ctx_seed)
+    p = resolve_declared(params, {**COMMON, **PARAMS_OF_MODE[mode]}, seed=ctx_seed)
     resolve_dtype(p["dtype"], device)  # raises for a bad dtype, naming the param
     p["base_seed"] = p["seed"] if p["base_seed"] is None else p["base_seed"]
     p["adapter"] = None if p["adapter"] is None else _adapter(p["adapter"])

@@ -23,7 +23,7 @@ class Param:
     high_closed: bool = False
 
 
-def resolve_params(params: dict[str, Any], declared: dict[str, Param], *, seed: int) -> dict[str, Any]:
+def resolve_declared(params: dict[str, Any], declared: dict[str, Param], *, seed: int) -> dict[str, Any]:
     """``params`` over the declared defaults, validated and coerced; ``seed`` fills a missing ``seed``."""
     unknown = sorted(set(params) - set(declared))
     if unknown:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.factors import FactorInfo
+from orchestrator.scales import coded
 
 INTERCEPT = "Intercept"
 
@@ -45,7 +46,7 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Design:
+class ModelMatrix:
     """The coded matrix (``Intercept`` first, one row per run, the runs' index) and what each column is."""
 
     matrix: pd.DataFrame
@@ -68,16 +69,13 @@ def code_numeric(values: pd.Series | np.ndarray, info: FactorInfo) -> np.ndarray
     levels = np.asarray(info.levels, dtype=float)
     if not np.all(np.isfinite(x)):
         raise ValueError("numeric factor values must be finite")
-    if info.scale == "log":
-        if np.any(x <= 0):
-            raise ValueError("values of a log-scale factor must be > 0")
-        x, levels = np.log(x), np.log(levels)
-    low, high = levels.min(), levels.max()
-    return (2.0 * x - (high + low)) / (high - low)
+    if info.scale == "log" and np.any(x <= 0):
+        raise ValueError("values of a log-scale factor must be > 0")
+    return coded(x, float(levels.min()), float(levels.max()), info.scale)
 
 
 def design_matrix(df: pd.DataFrame, factors: Mapping[str, FactorInfo], *, max_order: int = 2,
-                  curved_pairs: bool = True) -> Design:
+                  curved_pairs: bool = True) -> ModelMatrix:
     """The coded columns of the model for the runs in ``df`` (see the module docstring for the coding).
 
     ``curved_pairs=False`` leaves out the linear x quadratic pairs: the second-order response-surface model
@@ -106,7 +104,7 @@ def design_matrix(df: pd.DataFrame, factors: Mapping[str, FactorInfo], *, max_or
         named += _products(list(factors), linear, order)
 
     matrix = pd.DataFrame({INTERCEPT: np.ones(len(df))} | {c.name: v for c, v in named}, index=df.index)
-    return Design(matrix, tuple(c for c, _ in named))
+    return ModelMatrix(matrix, tuple(c for c, _ in named))
 
 
 def _products(names: list[str], linear: dict[str, list[_Part]], order: int) -> list[tuple[Column, np.ndarray]]:

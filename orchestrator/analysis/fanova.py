@@ -21,7 +21,7 @@ import pandas as pd
 
 from orchestrator.analysis.factors import factor_infos
 from orchestrator.analysis.forest_marginals import additive_basis, discretise, fit_forest, forest_shares, unidentifiable
-from orchestrator.analysis.results import _json_value, _records
+from orchestrator.analysis.results import RunsUsed, _json_value, _records
 from orchestrator.analysis.runs import select_runs
 
 
@@ -46,7 +46,7 @@ class FanovaTerm:
 
 
 @dataclass(frozen=True)
-class FanovaResult:
+class FanovaResult(RunsUsed):
     """What :func:`decompose` found. ``rest_share`` is 1 minus the reported shares: third and higher order
     interactions, plus whatever the model gives to pairs that the runs cannot identify (a note gives its size).
     ``bins`` holds each factor's grid: its levels, or one ``[low, high]`` per quantile bin."""
@@ -57,12 +57,6 @@ class FanovaResult:
     rest_share: float
     floor_main: float
     floor_pair: float
-    n_runs: int  # rows given
-    n_used: int  # rows in the fit
-    n_diverged: int
-    n_imputed: int  # DIVERGED runs used with diverged_value
-    excluded: dict[str, int]  # status -> runs left out
-    n_missing_response: int
     n_trees: int
     n_bootstrap: int
     n_permutations: int
@@ -240,8 +234,7 @@ def decompose(
     return FanovaResult(
         response=response, alpha=alpha, terms=tuple(terms), rest_share=rest,
         floor_main=_floor(null_main, alpha), floor_pair=_floor(null_pair, alpha),
-        n_runs=selection.n_runs, n_used=len(y), n_diverged=selection.n_diverged, n_imputed=selection.n_imputed,
-        excluded=dict(selection.excluded), n_missing_response=selection.n_missing_response,
+        **selection.used(len(y)),
         n_trees=n_trees, n_bootstrap=n_bootstrap, n_permutations=n_permutations, bins=grid.bins,
         notes=tuple(notes),
     )

@@ -38,7 +38,7 @@ MIN_SAMPLES_LEAF = 2
 
 
 @dataclass(frozen=True)
-class Grid:
+class Bins:
     """Runs as level codes. ``bins[name]``: the grid's levels (values or categories), or for a binned factor one
     ``[low, high]`` per bin (outer edges: the extreme runs; inner edges: quantiles, in log space for log scale)."""
 
@@ -50,7 +50,7 @@ class Grid:
     binned: tuple[str, ...]  # factors cut into quantile bins
 
 
-def discretise(runs: pd.DataFrame, infos: Mapping[str, FactorInfo], max_bins: int) -> Grid:
+def discretise(runs: pd.DataFrame, infos: Mapping[str, FactorInfo], max_bins: int) -> Bins:
     codes, bins, binned = [], {}, []
     for name, info in infos.items():
         if name not in runs.columns:
@@ -66,7 +66,7 @@ def discretise(runs: pd.DataFrame, infos: Mapping[str, FactorInfo], max_bins: in
                              "a decomposition needs at least 2")
         codes.append(code)
         bins[name] = levels
-    return Grid(tuple(infos), np.column_stack(codes).astype(np.int64),
+    return Bins(tuple(infos), np.column_stack(codes).astype(np.int64),
                 np.array([len(bins[n]) for n in infos]),
                 np.array([info.kind == "categorical" for info in infos.values()]), bins, tuple(binned))
 
@@ -246,7 +246,7 @@ def _separable(basis: np.ndarray, codes: np.ndarray, i: int, j: int) -> bool:
     return bool(np.abs(left).max() > 1e-8)
 
 
-def unidentifiable(grid: Grid, basis: np.ndarray, i: int, j: int) -> str | None:
+def unidentifiable(grid: Bins, basis: np.ndarray, i: int, j: int) -> str | None:
     """None when the runs can estimate the (i, j) interaction on the grid (some contrast of its cells lies outside
     the additive model of all factors, ``basis``), else the reason in words."""
     if _separable(basis, grid.codes, i, j):

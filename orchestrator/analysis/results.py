@@ -79,7 +79,20 @@ class VarianceBudget:
 
 
 @dataclass(frozen=True)
-class EffectsResult:
+class RunsUsed:
+    """Which runs a result saw and which it used: the accounting every analysis result carries (and says in its
+    notes), filled from the :class:`~orchestrator.analysis.runs.RunSelection` it was made from."""
+
+    n_runs: int  # rows given
+    n_used: int  # rows in the fit
+    n_diverged: int
+    n_imputed: int  # DIVERGED runs used with diverged_value
+    excluded: dict[str, int]  # status -> runs left out
+    n_missing_response: int
+
+
+@dataclass(frozen=True)
+class EffectsResult(RunsUsed):
     """What :func:`orchestrator.analysis.fit_effects` found, and on which runs.
 
     ``method`` is "ols" (errors from the residual) or "lenth" (no residual degrees of freedom: Lenth's pseudo
@@ -98,12 +111,6 @@ class EffectsResult:
     not_estimable: dict[str, tuple[str, ...]]
     anova: AnovaTable
     budget: VarianceBudget
-    n_runs: int  # rows given
-    n_used: int  # rows in the fit
-    n_diverged: int
-    n_imputed: int  # DIVERGED runs used with diverged_value
-    excluded: dict[str, int]  # status -> runs left out
-    n_missing_response: int
     df_resid: int
     error_df: float
     r_squared: float

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,11 @@ class RunSelection:
     excluded: dict[str, int]  # status -> runs left out for it (DIVERGED included unless imputed)
     n_missing_response: int
     notes: tuple[str, ...]
+
+    def used(self, n_used: int) -> dict[str, Any]:
+        """The fields of :class:`~orchestrator.analysis.results.RunsUsed` for a result that used ``n_used`` rows."""
+        return {"n_runs": self.n_runs, "n_used": n_used, "n_diverged": self.n_diverged, "n_imputed": self.n_imputed,
+                "excluded": dict(self.excluded), "n_missing_response": self.n_missing_response}
 
 
 def select_runs(df: pd.DataFrame, response: str, *, diverged_value: float | None = None) -> RunSelection:

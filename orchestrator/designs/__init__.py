@@ -14,11 +14,10 @@ from orchestrator.designs.fractional_factorial import (
 )
 from orchestrator.designs.full_factorial import FullFactorial
 from orchestrator.designs.regular import RegularDesign
-from orchestrator.designs.replicates import replicates
 
 __all__ = [
     "CentralComposite", "DefinitiveScreening", "Design", "DesignError", "FoldOver", "Fraction",
     "FractionalFactorial", "FullFactorial", "RegularDesign", "axial_points", "center_points", "choose_fraction",
     "conference_matrix", "definitive_screening", "face_centred_ccd", "fold_over",
-    "fraction_at_resolution", "fractions", "replicates",
+    "fraction_at_resolution", "fractions"
 ]

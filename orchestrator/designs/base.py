@@ -16,7 +16,8 @@ class Design(ABC):
 
     ``points(factors)`` returns the points in run order, each a mapping factor name -> level. Seeds and
     replicates are applied by the strategy, not here, so every design composes with them the same way. A design
-    may repeat a point on purpose (center points); ``replicates()`` numbers the repeats so each gets its own seed.
+    may repeat a point on purpose (center points); the strategy's seed allocator (``cells.Seeds``) gives each repeat
+    its own seed.
     """
 
     name: str

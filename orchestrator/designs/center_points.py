@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 from orchestrator.designs.base import DesignError
+from orchestrator.scales import midpoint
 from orchestrator.spec import Factor
 
 
@@ -15,7 +15,7 @@ def center_value(name: str, factor: Factor) -> Any:
     scale linear, geometric for scale log (1e-4 and 1e-2 -> 1e-3). A factor whose levels are all integers (layers,
     batch size) is centered on the nearest integer, since a run cannot take 2.5 layers."""
     low, high = min(factor.levels), max(factor.levels)
-    mid = math.sqrt(low * high) if factor.scale == "log" else (low + high) / 2
+    mid = midpoint(low, high, factor.scale)
     if not all(isinstance(v, int) for v in factor.levels):
         return mid
     if not low < round(mid) < high:
@@ -29,7 +29,7 @@ def center_points(factors: dict[str, Factor], n: int) -> list[dict[str, Any]]:
 
     A categorical factor has no middle, so the center runs are repeated at each of its levels (Montgomery's advice
     for qualitative factors in a 2^k design with center points): with an optimizer in {adam, sgd} and n = 3 that
-    is 6 runs. The points repeat on purpose; :func:`replicates` numbers them so each runs at a seed of its own.
+    is 6 runs. The points repeat on purpose; ``cells.Seeds`` gives each a seed of its own.
     """
     if n == 0:
         return []

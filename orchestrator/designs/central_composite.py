@@ -11,6 +11,7 @@ with the full 2^k corners the linear, two-factor interaction and pure quadratic 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -54,19 +55,32 @@ def decode_three_level(coded: np.ndarray, factors: dict[str, Factor]) -> list[di
     return [{n: values[n][int(x) + 1] for n, x in zip(names, row)} for row in coded]
 
 
-class CentralComposite(Design):
-    """A face-centred central composite design over numeric factors: corners at each factor's lowest and highest
-    level, axial points on the faces, ``centers`` center runs (repeated points: :func:`replicates` seeds them)."""
+class ThreeLevelDesign(Design):
+    """A design over numeric factors at three levels each (lowest, center, highest), from its coded runs, with
+    ``centers`` center runs (repeated points: the strategy's seed allocator, ``cells.Seeds``, seeds each)."""
 
-    name = "central_composite"
+    default_centers = 1
 
-    def __init__(self, *, centers: int = 2):
+    def __init__(self, *, centers: int | None = None):
+        centers = self.default_centers if centers is None else centers
         if centers < 0:
             raise DesignError(f"centers must be >= 0; got {centers}")
         self.centers = centers
 
+    @abstractmethod
     def coded(self, k: int) -> np.ndarray:
-        return face_centred_ccd(k, self.centers)
+        """The coded runs (-1, 0, +1) for ``k`` factors."""
 
     def points(self, factors: dict[str, Factor]) -> list[dict[str, Any]]:
         return decode_three_level(self.coded(len(factors)), factors)
+
+
+class CentralComposite(ThreeLevelDesign):
+    """A face-centred central composite design over numeric factors: corners at each factor's lowest and highest
+    level, axial points on the faces, ``centers`` center runs (2 by default)."""
+
+    name = "central_composite"
+    default_centers = 2
+
+    def coded(self, k: int) -> np.ndarray:
+        return face_centred_ccd(k, self.centers)

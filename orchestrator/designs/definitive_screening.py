@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.designs.base import Design, DesignError
-from orchestrator.designs.central_composite import decode_three_level
-from orchestrator.spec import Factor
+from orchestrator.designs.base import DesignError
+from orchestrator.designs.central_composite import ThreeLevelDesign
 
 ORDERS = (4, 6, 8, 10, 12, 14, 18, 20, 24)  # conference matrices this module builds
 MAX_FACTORS = ORDERS[-1]
@@ -90,18 +89,10 @@ def runs_of(m: int, centers: int = 1) -> int:
     return 2 * order_for(m) + centers
 
 
-class DefinitiveScreening(Design):
+class DefinitiveScreening(ThreeLevelDesign):
     """A definitive screening design over numeric factors: three levels each (lowest, center, highest)."""
 
     name = "definitive_screening"
 
-    def __init__(self, *, centers: int = 1):
-        if centers < 0:
-            raise DesignError(f"centers must be >= 0; got {centers}")
-        self.centers = centers
-
     def coded(self, m: int) -> np.ndarray:
         return definitive_screening(m, self.centers)
-
-    def points(self, factors: dict[str, Factor]) -> list[dict[str, Any]]:
-        return decode_three_level(self.coded(len(factors)), factors)

@@ -14,10 +14,13 @@ processing time first, Graham 1969) keeps the devices busy to the end. The predi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from orchestrator import scales
+from orchestrator.run_record import records
 from orchestrator.sizing import memory_gb
 
 if TYPE_CHECKING:
@@ -29,13 +32,13 @@ RIDGE = 1e-2  # relative to the number of runs: damps the coefficients of factor
 class CostModel:
     """Predicted seconds (or a relative figure, before any run finished) for a run's params."""
 
-    def __init__(self, spec: Spec, runs: list[dict[str, Any]] = ()):
+    def __init__(self, spec: Spec, runs: Iterable[Mapping[str, Any]] = ()):
         self.spec = spec
         self.source = "plan order"
         self._coef: np.ndarray | None = None
-        done = [r for r in runs if r.get("status") == "COMPLETE" and _positive(r.get("wall_s"))]
-        if len(done) >= len(self._features({f"param.{n}": f.levels[0] for n, f in spec.factors.items()})) + 2:
-            x = np.array([self._features(r) for r in done])
+        done = [r for r in records(runs) if r.status == "COMPLETE" and _positive(r.get("wall_s"))]
+        if len(done) >= len(self._features({n: f.levels[0] for n, f in spec.factors.items()})) + 2:
+            x = np.array([self._features(r.levels) for r in done])
             y = np.log([r["wall_s"] for r in done])
             penalty = RIDGE * len(done) * np.eye(x.shape[1])
             penalty[0, 0] = 0.0  # never damp the intercept
@@ -47,7 +50,7 @@ class CostModel:
     def predict(self, params: dict[str, Any]) -> float:
         """Seconds from the fit, or a figure that ranks runs like their durations would (model memory)."""
         if self._coef is not None:
-            return float(math.exp(self._features({f"param.{k}": v for k, v in params.items()}) @ self._coef))
+            return float(math.exp(self._features(params) @ self._coef))
         if self.source == "model size":
             try:
                 method = params.get("method", self.spec.resources.memory_method)
@@ -56,16 +59,14 @@ class CostModel:
                 return 1.0
         return 1.0
 
-    def _features(self, record: dict[str, Any]) -> np.ndarray:
+    def _features(self, levels: Mapping[str, Any]) -> np.ndarray:
         row = [1.0]
         for name, factor in self.spec.factors.items():
-            value = record.get(f"param.{name}")
+            value = levels.get(name)
             if factor.kind == "numeric":
                 low, high = min(factor.levels), max(factor.levels)
-                if factor.scale == "log":
-                    value, low, high = (math.log(v) if _positive(v) else 0.0 for v in (value, low, high))
-                span = (high - low) or 1.0
-                row.append((float(value) - low) / span if isinstance(value, (int, float)) else 0.0)
+                usable = isinstance(value, (int, float)) and (factor.scale != "log" or _positive(value))
+                row.append(float(scales.to_unit(value, low, high, factor.scale)) if usable and low != high else 0.0)
             else:
                 row.extend(1.0 if value == level else 0.0 for level in factor.levels[1:])
         return np.array(row)

@@ -2,7 +2,7 @@
 
 The driver does not hand a wave to Ray all at once (Ray would start it in an order of its own choosing); it keeps
 the queue and submits only what fits the capacity that is free, so it decides the order (``costs.py``)
-and sees when devices sit idle, which is when a wave's tail can be backfilled (``pipeline.py``).
+and sees when devices sit idle, which is when a wave's tail can be backfilled (``driver.py``).
 Retries go to the front: they are already late.
 """
 

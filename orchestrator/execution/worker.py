@@ -15,9 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from orchestrator.artifacts import is_uri, localise, publish, scratch_for
-from orchestrator.context import Diverged, RunContext
+from orchestrator.context import Diverged, RunContext, import_experiment
 from orchestrator.run_record import RunStatus
-from orchestrator.spec import import_experiment
 
 
 def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids: tuple[int, ...] = ()) -> dict:

@@ -7,6 +7,7 @@ from rich.console import Console
 
 from orchestrator.reporting.summary import TIE_RULE, best_cells, tied_with_best
 from orchestrator.reporting.tables import table
+from orchestrator.run_record import PARAM
 
 
 def best_value(runs: list[dict], metric: str, goal: str) -> str:
@@ -22,7 +23,7 @@ def print_best(console: Console, runs: list[dict], metric: str, goal: str, top: 
         console.print(f"No COMPLETE run has {metric!r} yet.", highlight=False, soft_wrap=True, markup=False)
         return
     best = every.head(top)
-    factors = [c for c in best.columns if c.startswith("param.")]
+    factors = [c for c in best.columns if c.startswith(PARAM)]
     title = (f"Best cells by mean {metric} ({'lowest' if goal == 'minimize' else 'highest'} first; n: seeds, "
              "vs best: Welch t-test)")
     # Narrow on purpose: at 80 columns (a pipe) the three-factor demo fits with every level and number whole; the
@@ -30,11 +31,11 @@ def print_best(console: Console, runs: list[dict], metric: str, goal: str, top: 
     rows = [(*[str(row[c]) for c in factors], f"{row['mean']:.4g}",
              "-" if row["std"] != row["std"] else f"{row['std']:.2g}", str(row["n"]), _verdict(row))
             for _, row in best.iterrows()]
-    console.print(table((*[c.removeprefix("param.") for c in factors], "mean", "std", "n", "vs best"), rows,
+    console.print(table((*[c.removeprefix(PARAM) for c in factors], "mean", "std", "n", "vs best"), rows,
                         title=title, wrap=("vs best",)))
 
     def config(row) -> str:
-        return ", ".join(f"{c.removeprefix('param.')}={row[c]}" for c in factors)
+        return ", ".join(f"{c.removeprefix(PARAM)}={row[c]}" for c in factors)
 
     first = best.iloc[0]
     console.print(f"Best configuration: {config(first)} ({metric} = {first['mean']:.4g})", highlight=False,

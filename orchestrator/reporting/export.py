@@ -15,9 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.run_record import METRIC, metric_key
+
 # The executor records the run's wall time both as the run's own column and as a metric (for the budget); the
 # export keeps the column.
-_DUPLICATES = {"metric.wall_s"}
+_DUPLICATES = {metric_key("wall_s")}
 
 
 def export_rows(runs: list[dict[str, Any]], fixed: dict[str, Any]) -> list[dict[str, Any]]:
@@ -28,7 +30,7 @@ def export_rows(runs: list[dict[str, Any]], fixed: dict[str, Any]) -> list[dict[
         for key, value in run.items():
             if key in _DUPLICATES:
                 continue
-            if key.startswith("metric.") or key == "started_at":
+            if key.startswith(METRIC) or key == "started_at":
                 _add_fixed(row, fixed)
             row[key] = value.isoformat() if isinstance(value, datetime) else value
         _add_fixed(row, fixed)

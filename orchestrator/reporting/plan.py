@@ -129,7 +129,7 @@ def make_plan(spec: Spec, runs_per_wave: int, minutes_per_run: float | None, slo
         estimable = tuple(t for t in aliasing.kept if t != "Intercept")
         estimability.append(Estimability(number, len(cells), estimable, dict(aliasing.dropped)))
     run_gpus = tuple(run_request(spec, {**spec.fixed, **cell.levels}) for cell in cells)
-    # As the driver's pipeline decides (Pipeline.lookahead): only a grid without a GPU-hour budget releases its
+    # As the run loop decides (RunLoop.lookahead): only a grid without a GPU-hour budget releases its
     # later waves before the earlier ones end.
     overlap = not strategy.adaptive and spec.strategy.backfill and spec.strategy.max_gpu_hours is None
     return Plan(runs_per_wave, waves, reasons, estimability, minutes_per_run, spec.resources.gpus_per_run, run_gpus,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class StudyProgress:
-    """A driver listener (``orchestrator.execution.driver.Listener``) printing to ``console``."""
+    """A driver listener (``orchestrator.execution.outcome.Listener``) printing to ``console``."""
 
     def __init__(self, metric: str, console: Console):
         self.metric, self.console = metric, console

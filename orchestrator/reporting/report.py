@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.reporting.tables import table
+from orchestrator.run_record import metric_key, param_key
 from orchestrator.wave_kinds import is_designed
 
 if TYPE_CHECKING:
@@ -205,13 +206,13 @@ def _utc(when: datetime | None) -> str:
 def study_frame(runs: list[dict[str, Any]], factors: list[str], metric: str) -> pd.DataFrame:
     """The store's run records as the analysis wants them: one column per factor, the response, the status."""
     frame = pd.DataFrame.from_records(runs)
-    column = f"metric.{metric}"
+    column = metric_key(metric)
     if frame.empty:
         return pd.DataFrame(columns=[*factors, metric, "status"])
     if column not in frame:
         frame[column] = float("nan")  # no run has finished with the metric yet: every row counts as missing
-    out = frame[[f"param.{f}" for f in factors] + [column, "status"]]
-    return out.rename(columns={f"param.{f}": f for f in factors} | {column: metric})
+    out = frame[[param_key(f) for f in factors] + [column, "status"]]
+    return out.rename(columns={param_key(f): f for f in factors} | {column: metric})
 
 
 def print_effects(console: Console, result: EffectsResult, title: str, detect: float | None = None, *,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from orchestrator.analysis import FactorInfo, infer_factors
 from orchestrator.errors import WavesweepError
+from orchestrator.run_record import metric_key, param_key
 
 if TYPE_CHECKING:
     from orchestrator.reporting.report import WaveSplit
@@ -67,9 +68,9 @@ def csv_runs(path: Path, response: str, factors: Iterable[str], log: Iterable[st
 def _export_names(frame: pd.DataFrame, factors: list[str], response: str) -> pd.DataFrame:
     """A `wavesweep export` as is: its columns ``param.<factor>`` and ``metric.<response>`` answer to the names of
     the spec (``--factors learning_rate --response eval_loss``), so effects are named as the spec names them."""
-    renames = {f"param.{name}": name for name in factors if name not in frame.columns}
+    renames = {param_key(name): name for name in factors if name not in frame.columns}
     if response not in frame.columns:
-        renames[f"metric.{response}"] = response
+        renames[metric_key(response)] = response
     return frame.rename(columns={old: new for old, new in renames.items() if old in frame.columns})
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.reporting.report import recorded_spec, wave_kind, wave_split
 from orchestrator.reporting.summary import TIE_RULE, best_cells
+from orchestrator.run_record import PARAM
 
 
 def studies_status(db) -> dict[str, Any]:
@@ -69,8 +70,8 @@ def _wave(wave: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _best(runs: list[dict[str, Any]], metric: str, goal: str) -> list[dict[str, Any]]:
     best = best_cells(runs, metric, goal)
-    factors = [c for c in best.columns if c.startswith("param.")]
-    return [{"params": {c.removeprefix("param."): row[c] for c in factors}, "mean": float(row["mean"]),
+    factors = [c for c in best.columns if c.startswith(PARAM)]
+    return [{"params": {c.removeprefix(PARAM): row[c] for c in factors}, "mean": float(row["mean"]),
              "std": None if row["std"] != row["std"] else float(row["std"]), "seeds": int(row["n"]),
              "vs_best": row["vs_best"], "p_vs_best": None if row["p_vs_best"] != row["p_vs_best"] else float(row["p_vs_best"])}
             for _, row in best.iterrows()]

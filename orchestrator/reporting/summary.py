@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.run_record import PARAM, metric_key
+
 # A cell is "tied" with the best when a two-sided Welch t-test of its seeds' mean against the best cell's gives
 # p >= TIE_ALPHA. Unadjusted, and the best was picked as the extreme of many means, so this errs towards calling
 # cells tied: it names the cells the data cannot tell from the best, not a ranking.
@@ -28,13 +30,13 @@ def best_cells(runs: list[dict[str, Any]], metric: str, goal: str, top: int = 5)
     seed in the cell or in the best). Computed over every cell before the ``top`` are kept.
     """
     frame = runs_frame(runs)
-    column = f"metric.{metric}"
+    column = metric_key(metric)
     if frame.empty or column not in frame:
         return pd.DataFrame()
     done = frame[frame["status"] == "COMPLETE"]
     if done.empty:
         return pd.DataFrame()
-    factors = [c for c in frame.columns if c.startswith("param.")]
+    factors = [c for c in frame.columns if c.startswith(PARAM)]
     # Levels may mix types across factors (floats, strings); group on their text to keep pandas from coercing.
     keys = done[factors].astype(str)
     grouped = done.groupby([keys[c] for c in factors], sort=False)[column]

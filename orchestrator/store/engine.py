@@ -213,14 +213,21 @@ def ensure_schema(engine: Engine, url: str, *, writer: bool = True) -> None:
     except SQLAlchemyError as exc:
         raise StoreError(scrub(f"cannot open store {mask(url)}: {exc.__class__.__name__}: "
                                f"{getattr(exc, 'orig', None) or exc}", url)) from None
+    if why := schema_mismatch(engine, current, mask(url), "this wavesweep needs"):
+        raise SchemaOutOfDate(why)
+
+
+def schema_mismatch(engine: Engine, current: str, shown: str, needs: str) -> str | None:
+    """Why a store at schema ``current`` cannot be used by this wavesweep, and what to do; None when it is at head.
+    ``shown`` is its masked URL, ``needs`` how the reader words its own version ("this dashboard reads")."""
     head = head_revision(engine)
     if current == head:
-        return
+        return None
     if current in known_revisions(engine):
-        raise SchemaOutOfDate(f"store {mask(url)} has schema {current}, this wavesweep needs {head}. Back it up, "
-                              f"then run: wavesweep db upgrade --store '{mask(url)}'")
-    raise SchemaOutOfDate(f"store {mask(url)} has schema {current}, which this wavesweep does not know (a newer "
-                          "version wrote it); upgrade wavesweep")
+        return (f"store {shown} has schema {current}, {needs} {head}. Back it up, then run: "
+                f"wavesweep db upgrade --store '{shown}'")
+    return (f"store {shown} has schema {current}, which this wavesweep does not know (a newer version wrote it); "
+            "upgrade wavesweep")
 
 
 def known_revisions(engine: Engine) -> set[str]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from orchestrator.cells import Cell
 from orchestrator.errors import StoreError, StudyMismatch
-from orchestrator.run_record import FINISHED, RunResult, RunStatus, earlier_attempts_s
+from orchestrator.run_record import FINISHED, RunRecord, RunResult, RunStatus, earlier_attempts_s
 from orchestrator.store.engine import ensure_schema, make_engine, mask, resolve_url, session_scope
 from orchestrator.store.models import (
     CurvePointModel,
@@ -276,8 +276,9 @@ class Store:
             ).all()
         return [row._asdict() for row in rows]
 
-    def runs(self, study: str) -> list[dict[str, Any]]:
-        """One flat record per run: identity, params, status, timings, error, and every final metric."""
+    def runs(self, study: str) -> list[RunRecord]:
+        """One record per run (:class:`RunRecord`): identity, levels, status, every final metric, timings, error,
+        what its earlier attempts cost."""
         with self.session() as s:
             rows = s.execute(
                 select(RunModel, WaveModel.number, WaveModel.design)
@@ -295,12 +296,12 @@ class Store:
         runs = [r for r in self.runs(study) if r["artifact_dir"] and r["status"] == "COMPLETE"]
         if selector != "best":
             return next((r["artifact_dir"] for r in runs if str(r["run_id"]) == selector), None)
-        metric = f"metric.{spec['response']['metric']}"
-        runs = [r for r in runs if metric in r and r[metric] == r[metric]]  # drop NaN
+        metric = spec["response"]["metric"]
+        runs = [r for r in runs if metric in r.metrics and r.metrics[metric] == r.metrics[metric]]  # drop NaN
         if not runs:
             return None
         pick = min if spec["response"]["goal"] == "minimize" else max
-        return pick(runs, key=lambda r: r[metric])["artifact_dir"]
+        return pick(runs, key=lambda r: r.metrics[metric])["artifact_dir"]
 
     def curve(self, cell_key: str) -> list[tuple[int, str, float]]:
         with self.session() as s:
@@ -348,21 +349,17 @@ def _end_attempt(run: RunModel, finished_at: datetime | None, status: RunStatus,
     run.attempt_log = log
 
 
-def _flatten(run: RunModel, wave_number: int, design: str) -> dict[str, Any]:
-    record: dict[str, Any] = {
+def _flatten(run: RunModel, wave_number: int, design: str) -> RunRecord:
+    return RunRecord.build({
         "run_id": run.id, "cell_key": run.cell_key, "wave": wave_number, "design": design, "seed": run.seed,
         "status": run.status.value, "attempts": run.attempts, "backfill": bool(run.backfill),
-    }
-    record.update({f"param.{k}": v for k, v in run.params.items()})
-    record.update({f"metric.{m.name}": decode_float(m.value, m.kind) for m in run.metrics})
-    record.update({
+    }, run.params, {m.name: decode_float(m.value, m.kind) for m in run.metrics}, {
         "started_at": run.started_at, "finished_at": run.finished_at, "wall_s": run.wall_s,
         "host": run.host, "device": run.device,
         "error_kind": run.error_kind, "error_message": run.error_message,
         "artifact_dir": run.artifact_dir, "inputs": run.inputs,
         "earlier_attempts_s": earlier_attempts_s(run.attempt_log, run.status),
     })
-    return record
 
 
 def _mismatch_message(spec: Spec, recorded: dict[str, Any], url: str) -> str:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from orchestrator.run_record import spent_hours
+from orchestrator.run_record import RunRecord, records, spent_hours
 
 if TYPE_CHECKING:
     from orchestrator.cells import Cell, WavePlan
@@ -14,10 +15,10 @@ class Strategy(ABC):
     """Proposes waves; never runs them.
 
     Call order: the driver calls ``next_wave(known_keys, runs_per_wave, runs)`` with the cell keys the store already
-    holds for the study and its run records (``Store.runs``), runs the returned wave, and calls again until it
-    returns ``None``. When it returns ``None`` a strategy may say why in ``stop_reason`` (set by that call; the
-    driver stores it with the study). Strategies keep no other state between calls that the store does not hold,
-    so a resumed study gets the same answers. An ``adaptive`` strategy's later waves depend on results, so a plan
+    holds for the study and its run records (``Store.runs``; a flat row is taken as one), runs the returned wave,
+    and calls again until it returns ``None``. When it returns ``None`` a strategy may say why in ``stop_reason``
+    (set by that call; the driver stores it with the study). Strategies keep no other state between calls that the
+    store does not hold, so a resumed study gets the same answers. An ``adaptive`` strategy's later waves depend on results, so a plan
     can show only its first.
     """
 
@@ -31,8 +32,12 @@ class Strategy(ABC):
         self.stop_reason: str | None = None  # why the latest next_wave returned None, when it knows
         self.max_waves: int | None = spec.strategy.max_waves
 
+    def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: Iterable[Mapping] = ()) -> WavePlan | None:
+        return self.propose(known_keys, runs_per_wave, records(runs))
+
     @abstractmethod
-    def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None: ...
+    def propose(self, known_keys: set[str], runs_per_wave: int, runs: list[RunRecord]) -> WavePlan | None:
+        """The next wave's cells given the study's runs so far, or None when the study is done."""
 
     def check_budget(self, runs_per_wave: int) -> None:
         """Raise a SpecError when the plan cannot fit the spec's budget; called before anything is stored."""
@@ -41,7 +46,7 @@ class Strategy(ABC):
     def planned_runs(self) -> int:
         """Runs the whole plan needs (for budgets and progress)."""
 
-    def budget_stop(self, runs: list[dict], cells: list[Cell] | None = None) -> str | None:
+    def budget_stop(self, runs: list[Mapping], cells: list[Cell] | None = None) -> str | None:
         """Why the study must stop here for its budget, or None. Without ``cells``: whether another wave may
         start at all (``max_waves``, ``max_runs``, ``max_gpu_hours`` already reached); with the ``cells`` of a
         proposed wave: whether that wave fits what is left. The GPU-hours of the next wave are predicted as the

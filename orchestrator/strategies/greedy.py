@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orchestrator.cells import Cell, WavePlan, make_cell
+from orchestrator.run_record import RunRecord, records
 from orchestrator.strategies.base import Strategy
 from orchestrator.wave_kinds import GREEDY
 
@@ -45,11 +47,10 @@ class Greedy(Strategy):
     def start(self) -> dict:
         return {name: factor.levels[0] for name, factor in self.spec.factors.items()}
 
-    def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None:
-        runs = list(runs)
+    def propose(self, known_keys: set[str], runs_per_wave: int, runs: list[RunRecord]) -> WavePlan | None:
         self.stop_reason = None
         limits = self.spec.strategy
-        waves = sorted({r["wave"] for r in runs})
+        waves = sorted({r.wave for r in runs})
         if (limits.max_waves and len(waves) >= limits.max_waves) or (limits.max_runs and len(runs) >= limits.max_runs):
             return None
         if not runs:
@@ -61,7 +62,7 @@ class Greedy(Strategy):
         path = self.replay(runs)
         names = list(self.spec.factors)
         if path.incumbent_value is None:
-            self.stop_reason = self._start_failed([r for r in runs if r["wave"] == min(waves)])
+            self.stop_reason = self._start_failed([r for r in runs if r.wave == min(waves)])
             return None  # no value to beat: every step is measured against the start point's
         if path.unchanged >= len(names):
             return None  # a full cycle without an improvement: a local optimum for one-at-a-time moves
@@ -77,14 +78,14 @@ class Greedy(Strategy):
             return None
         return WavePlan(cells, GREEDY, reason)
 
-    def _start_failed(self, start: list[dict]) -> str | None:
+    def _start_failed(self, start: list[RunRecord]) -> str | None:
         """Why the climb cannot begin: no replicate of the start point reported the response (their statuses and
         errors); None while one may still do so."""
-        if any(r["status"] in ("PENDING", "RUNNING") for r in start):
+        if any(r.status in ("PENDING", "RUNNING") for r in start):
             return None
         counts: dict[str, int] = {}
         for run in start:
-            counts[run["status"]] = counts.get(run["status"], 0) + 1
+            counts[run.status] = counts.get(run.status, 0) + 1
         errors = dict.fromkeys(_error(r) for r in start if r.get("error_kind") or r.get("error_message"))
         point = ", ".join(f"{k}={v}" for k, v in self.start().items())
         return (f"the start point ({point}) failed: none of its {len(start)} replicates reported "
@@ -92,27 +93,26 @@ class Greedy(Strategy):
                 + (f"; {'; '.join(errors)}" if errors else "") + "). Greedy steps are measured against the start "
                 "point, so no step can follow; fix what failed and run the study again")
 
-    def replay(self, runs: list[dict]) -> Path:
+    def replay(self, runs: list[RunRecord]) -> Path:
         """The path the recorded waves took: the incumbent after each, and how many waves since a change."""
-        metric = f"metric.{self.spec.response.metric}"
-        by_wave: dict[int, list[dict]] = {}
+        metric = self.spec.response.metric
+        by_wave: dict[int, list[RunRecord]] = {}
         for run in runs:
             by_wave.setdefault(run["wave"], []).append(run)
         incumbent, value, noise, last, unchanged = self.start(), None, None, None, 0
         for number in sorted(by_wave):
-            done = [r for r in by_wave[number] if r["status"] == "COMPLETE" and metric in r]
+            done = [r for r in by_wave[number] if r.status == "COMPLETE" and metric in r.metrics]
             if value is None:  # the start wave
-                values = [r[metric] for r in done]
+                values = [r.metrics[metric] for r in done]
                 if values:
                     value = statistics.fmean(values)
                     noise = statistics.stdev(values) if len(values) > 1 else 0.0
                 continue
-            varied = [n for n in self.spec.factors if len({r[f"param.{n}"] for r in by_wave[number]} | {incumbent[n]}) > 1]
+            varied = [n for n in self.spec.factors if len({r.levels[n] for r in by_wave[number]} | {incumbent[n]}) > 1]
             last = varied[0] if varied else last
             means = {}
             for run in done:
-                level = run[f"param.{last}"]
-                means.setdefault(level, []).append(run[metric])
+                means.setdefault(run.levels[last], []).append(run.metrics[metric])
             best_level, best = None, value
             for level, values in means.items():
                 mean = statistics.fmean(values)
@@ -131,17 +131,17 @@ class Greedy(Strategy):
         return candidate > incumbent + margin
 
 
-def _error(run: dict) -> str:
+def _error(run: RunRecord) -> str:
     """A run's error kind and the last line of its message (an exception's type and text)."""
     lines = (run.get("error_message") or "").strip().splitlines()
     return ": ".join(part for part in (run.get("error_kind"), lines[-1] if lines else None) if part)
 
 
-def blind_spots(spec, runs: list[dict]) -> tuple[list[tuple[str, str]], list[Cell]]:
+def blind_spots(spec, runs: Iterable[Mapping]) -> tuple[list[tuple[str, str]], list[Cell]]:
     """Pairs of factors whose interaction the runs cannot estimate (no 2 x 2 square of their levels with every
     other factor equal), and the fewest runs that would complete one square per pair, around the incumbent."""
-    names = list(spec.factors)
-    points = {tuple(r[f"param.{n}"] for n in names) for r in runs}
+    names, runs = list(spec.factors), records(runs)
+    points = {tuple(r.levels[n] for n in names) for r in runs}
     incumbent = Greedy(spec).replay(runs).incumbent
     blind, proposal = [], {}
     for a, b in itertools.combinations(range(len(names)), 2):

@@ -5,6 +5,7 @@ import math
 from orchestrator.cells import Cell, WavePlan, make_cell
 from orchestrator.designs import FullFactorial
 from orchestrator.errors import SpecError
+from orchestrator.run_record import RunRecord
 from orchestrator.strategies.base import Strategy
 from orchestrator.wave_kinds import GRID
 
@@ -42,7 +43,7 @@ class Grid(Strategy):
         ordered = sorted(range(len(cells)), key=lambda i: (block(cells[i]), i))
         return [[cells[i] for i in ordered[w * runs_per_wave:(w + 1) * runs_per_wave]] for w in range(n_waves)]
 
-    def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None:
+    def propose(self, known_keys: set[str], runs_per_wave: int, runs: list[RunRecord]) -> WavePlan | None:
         for number, wave in enumerate(self.waves(runs_per_wave), start=1):
             todo = [c for c in wave if c.key not in known_keys]
             if todo:

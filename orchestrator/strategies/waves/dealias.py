@@ -9,16 +9,16 @@ import itertools
 import numpy as np
 
 from orchestrator.analysis.coding import term_factors
-from orchestrator.cells import WavePlan
+from orchestrator.cells import Seeds, WavePlan
 from orchestrator.designs.fold_over import fold_over
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.designs.regular import multiply
-from orchestrator.strategies.waves.cells import Seeds
+from orchestrator.run_record import RunRecord
 from orchestrator.strategies.waves.screen import Reading
 from orchestrator.strategies.waves.space import Axis, Region
 
 
-def fold_wave(region: Region, axes: dict[str, Axis], seeds: Seeds, reading: Reading, designed: list[dict],
+def fold_wave(region: Region, axes: dict[str, Axis], seeds: Seeds, reading: Reading, designed: list[RunRecord],
               runs_per_wave: int) -> WavePlan | None:
     """A designed wave that separates the significant alias chains, at the spec's seeds: the screening fraction
     folded over on the factors (:func:`best_fold`) when that leaves every effect of those chains clear; otherwise
@@ -42,8 +42,8 @@ def fold_wave(region: Region, axes: dict[str, Axis], seeds: Seeds, reading: Read
         design, how = "fold_over", f"fold-over of the screening fraction on {switched}"
     else:
         windows = region.as_dict()
-        old = np.array([[1 if r[f"param.{n}"] == windows[n][1] else -1 for n in active] for r in designed
-                        if all(r[f"param.{n}"] in windows[n] for n in active)])
+        old = np.array([[1 if r.levels[n] == windows[n][1] else -1 for n in active] for r in designed
+                        if all(r.levels[n] in windows[n] for n in active)])
         pairs = [tuple(active.index(next(n for n, c in letter.items() if c == x)) for x in m)
                  for m in sorted(members) if len(m) == 2]
         new_runs, model = augment(old, per_seed, pairs)

@@ -13,8 +13,7 @@ import hashlib
 
 from scipy.stats import qmc
 
-from orchestrator.cells import WavePlan
-from orchestrator.strategies.waves.cells import Seeds
+from orchestrator.cells import Seeds, WavePlan
 from orchestrator.strategies.waves.space import Axis
 
 

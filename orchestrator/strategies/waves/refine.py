@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.cells import WavePlan
-from orchestrator.strategies.waves.cells import Seeds
+from orchestrator.cells import Seeds, WavePlan
+from orchestrator.run_record import RunRecord, records
 from orchestrator.strategies.waves.space import Axis
 
 # optimize_acqf's effort, near Ax's defaults (1024 raw samples, 20 restarts): a wave of 16 in 7 factors takes
@@ -92,25 +92,24 @@ def propose(x: np.ndarray, y: np.ndarray, *, maximize: bool, q: int, seed: int,
     return Proposal(points.numpy(), expected, noise, sign * best)
 
 
-def runs_in_unit(axes: dict[str, Axis], names: list[str], runs: list[dict], metric: str,
+def runs_in_unit(axes: dict[str, Axis], names: list[str], runs: list[RunRecord], metric: str,
                  fixed: dict) -> tuple[np.ndarray, np.ndarray]:
     """Every finished run (designed or proposed) as (x in the unit cube over ``names``, y). Runs at another level of
     a ``fixed`` categorical are left out (the model has no axis for it); a fixed numeric factor was judged inert, so
     its runs count wherever it stood."""
-    key = f"metric.{metric}"
     rows, values = [], []
-    for run in runs:
-        value = run.get(key)
-        if run.get("status") != "COMPLETE" or not isinstance(value, (int, float)) or not math.isfinite(value):
+    for run in records(runs):
+        value = run.value(metric)
+        if value is None:
             continue
-        if any(not axes[n].numeric and run.get(f"param.{n}") != v for n, v in fixed.items()):
+        if any(not axes[n].numeric and run.levels.get(n) != v for n, v in fixed.items()):
             continue
-        rows.append([axes[n].to_unit(run[f"param.{n}"]) for n in names])
-        values.append(float(value))
+        rows.append([axes[n].to_unit(run.levels[n]) for n in names])
+        values.append(value)
     return np.array(rows, dtype=float).reshape(-1, len(names)), np.array(values, dtype=float)
 
 
-def refine_wave(axes: dict[str, Axis], open_: list[str], fixed: dict, runs: list[dict], metric: str, goal: str,
+def refine_wave(axes: dict[str, Axis], open_: list[str], fixed: dict, runs: list[RunRecord], metric: str, goal: str,
                 seeds: Seeds, runs_per_wave: int, wave: int, why: str) -> WavePlan | None | str:
     """A wave of points proposed jointly by the model over the ``open_`` numeric factors' whole ranges, the others at
     ``fixed``; the reason to stop when the model expects no improvement beyond the noise; None when there is nothing

@@ -9,39 +9,34 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from orchestrator.run_record import RunRecord
+
 NOISE_MULTIPLE = 2.0  # patience: an improvement must beat this many noise SDs
 
 
-def _value(run: dict, key: str) -> float | None:
-    value = run.get(key)
-    if run.get("status") != "COMPLETE" or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def point_means(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> dict[tuple, tuple[float, int]]:
+def point_means(runs: Sequence[RunRecord], metric: str, factors: Sequence[str]) -> dict[tuple, tuple[float, int]]:
     """Mean response and count per point (factor levels, seeds pooled) over the COMPLETE runs."""
     sums: dict[tuple, list[float]] = {}
     for run in runs:
-        value = _value(run, f"metric.{metric}")
+        value = run.value(metric)
         if value is not None:
-            sums.setdefault(tuple(run[f"param.{n}"] for n in factors), []).append(value)
+            sums.setdefault(tuple(run.levels[n] for n in factors), []).append(value)
     return {point: (sum(v) / len(v), len(v)) for point, v in sums.items()}
 
 
-def noise_sd(runs: Sequence[dict], metric: str, factors: Sequence[str]) -> float | None:
+def noise_sd(runs: Sequence[RunRecord], metric: str, factors: Sequence[str]) -> float | None:
     """Pooled SD of repeated runs of the same point (pure error: center runs, replicates), None without any."""
     groups: dict[tuple, list[float]] = {}
     for run in runs:
-        value = _value(run, f"metric.{metric}")
+        value = run.value(metric)
         if value is not None:
-            groups.setdefault(tuple(run[f"param.{n}"] for n in factors), []).append(value)
+            groups.setdefault(tuple(run.levels[n] for n in factors), []).append(value)
     ss = sum(sum((v - sum(vs) / len(vs)) ** 2 for v in vs) for vs in groups.values())
     df = sum(len(vs) - 1 for vs in groups.values())
     return math.sqrt(ss / df) if df > 0 else None
 
 
-def best_cell(runs: Sequence[dict], metric: str, goal: str, factors: Sequence[str]) -> tuple[tuple, float] | None:
+def best_cell(runs: Sequence[RunRecord], metric: str, goal: str, factors: Sequence[str]) -> tuple[tuple, float] | None:
     means = point_means(runs, metric, factors)
     if not means:
         return None
@@ -50,8 +45,8 @@ def best_cell(runs: Sequence[dict], metric: str, goal: str, factors: Sequence[st
     return point, means[point][0]
 
 
-def patience_stop(runs: Sequence[dict], metric: str, goal: str, factors: Sequence[str], patience: int,
-                  region_of: Callable[[list[dict]], dict]) -> str | None:
+def patience_stop(runs: Sequence[RunRecord], metric: str, goal: str, factors: Sequence[str], patience: int,
+                  region_of: Callable[[list[RunRecord]], dict]) -> str | None:
     """Stop when the last ``patience`` waves that moved the region did not improve the best cell mean by more than
     2 x the noise SD (pooled over repeated points; without any, any improvement counts).
 
@@ -60,9 +55,9 @@ def patience_stop(runs: Sequence[dict], metric: str, goal: str, factors: Sequenc
     without doing so adds one; a wave on the same region (fold-over, replicates, response-surface runs) that does
     not improve adds nothing: it was run to learn, not to move.
     """
-    by_wave: dict[int, list[dict]] = {}
+    by_wave: dict[int, list[RunRecord]] = {}
     for run in runs:
-        by_wave.setdefault(run["wave"], []).append(run)
+        by_wave.setdefault(run.wave, []).append(run)
     numbers = sorted(by_wave)
     sd = noise_sd(runs, metric, factors)
     margin = NOISE_MULTIPLE * (sd or 0.0)

@@ -20,9 +20,9 @@ from scipy import stats
 
 from orchestrator.analysis import EffectsResult, FactorInfo, fit_effects
 from orchestrator.analysis.coding import term_factors
-from orchestrator.cells import WavePlan
+from orchestrator.cells import Seeds, WavePlan
 from orchestrator.designs.fractional_factorial import choose_fraction
-from orchestrator.strategies.waves.cells import Seeds
+from orchestrator.run_record import RunRecord
 from orchestrator.strategies.waves.space import Axis, Region
 
 # strategy.screen -> where the screening levels sit, as a share of each range from its ends
@@ -62,15 +62,15 @@ class Reading:
     better: dict[str, object] = field(default_factory=dict)  # factor -> its better level in the designed runs
 
 
-def read(region: Region, axes: dict[str, Axis], runs: list[dict], metric: str, goal: str) -> Reading | None:
+def read(region: Region, axes: dict[str, Axis], runs: list[RunRecord], metric: str, goal: str) -> Reading | None:
     """The fit of the designed runs on ``region`` (None when none has finished), judged as the waves decide."""
     active = region.active
     grid = [r for r in runs if region.holds(axes, r)]
     windows = region.as_dict()
-    corners = [r for r in grid if all(r[f"param.{n}"] in windows[n] for n in active)]
-    frame = pd.DataFrame({**{n: [r[f"param.{n}"] for r in corners] for n in active},
-                          metric: [r.get(f"metric.{metric}", math.nan) for r in corners],
-                          "status": [r["status"] for r in corners]})
+    corners = [r for r in grid if all(r.levels[n] in windows[n] for n in active)]
+    frame = pd.DataFrame({**{n: [r.levels[n] for r in corners] for n in active},
+                          metric: [r.metrics.get(metric, math.nan) for r in corners],
+                          "status": [r.status for r in corners]})
     infos = {n: FactorInfo(tuple(windows[n]), axes[n].scale if axes[n].numeric else "linear",
                            "numeric" if axes[n].numeric else "categorical") for n in active}
     try:
@@ -94,28 +94,27 @@ def read(region: Region, axes: dict[str, Axis], runs: list[dict], metric: str, g
     return Reading(fit, significant, aliased, curvature, inert, better)
 
 
-def _better_level(corners: list[dict], name: str, window: tuple, metric: str, goal: str):
-    key = f"metric.{metric}"
+def _better_level(corners: list[RunRecord], name: str, window: tuple, metric: str, goal: str):
     means = {}
     for level in window:
-        values = [r[key] for r in corners if r["status"] == "COMPLETE" and key in r and r[f"param.{name}"] == level]
+        values = [r.metrics[metric] for r in corners
+                  if r.status == "COMPLETE" and metric in r.metrics and r.levels[name] == level]
         if values:
             means[level] = sum(values) / len(values)
     pick = max if goal == "maximize" else min
     return pick(means, key=means.get) if means else window[0]
 
 
-def _curvature(region: Region, axes: dict[str, Axis], grid: list[dict], corners: list[dict], fit: EffectsResult,
-               metric: str) -> tuple[bool, str]:
+def _curvature(region: Region, axes: dict[str, Axis], grid: list[RunRecord], corners: list[RunRecord],
+               fit: EffectsResult, metric: str) -> tuple[bool, str]:
     """Center runs that differ from the corners by more than noise (Montgomery 6.8, two-sided: an optimum inside
     the window, or a ridge, either way a shape the two-level fit cannot see)."""
     if not region.has_centers(axes):
         return False, ""
-    key = f"metric.{metric}"
     middle = region.decode(axes, [0] * len(region.active))
-    done = [r for r in grid if r["status"] == "COMPLETE" and key in r]
-    center = [r[key] for r in done if all(r[f"param.{n}"] == middle[n] for n in region.active)]
-    corner = [r[key] for r in corners if r["status"] == "COMPLETE" and key in r]
+    done = [r for r in grid if r.status == "COMPLETE" and metric in r.metrics]
+    center = [r.metrics[metric] for r in done if all(r.levels[n] == middle[n] for n in region.active)]
+    corner = [r.metrics[metric] for r in corners if r.status == "COMPLETE" and metric in r.metrics]
     if not center or not corner or not fit.sigma > 0 or not fit.error_df >= 1:
         return False, ""
     center_mean, corner_mean = sum(center) / len(center), sum(corner) / len(corner)

@@ -7,11 +7,13 @@ the unit cube of the model, the coded -1/0/+1 of the designs and the factor's ow
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import scales
+
 if TYPE_CHECKING:
+    from orchestrator.run_record import RunRecord
     from orchestrator.spec import Spec
 
 
@@ -32,17 +34,11 @@ class Axis:
 
     def to_unit(self, value: float) -> float:
         """The factor's value -> [0, 1] over the spec's range, in the factor's scale."""
-        if self.scale == "log":
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (value - self.low) / (self.high - self.low)
+        return scales.to_unit(value, self.low, self.high, self.scale)
 
     def from_unit(self, u: float):
         """[0, 1] -> the factor's value (clamped to the range, rounded for an integer factor)."""
-        u = min(1.0, max(0.0, float(u)))
-        if self.scale == "log":
-            value = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        else:
-            value = self.low + u * (self.high - self.low)
+        value = scales.from_unit(min(1.0, max(0.0, float(u))), self.low, self.high, self.scale)
         if self.integer:
             return int(min(self.high, max(self.low, round(value))))
         # 6 significant digits keep levels readable in reasons and exports; the range's ends stay exact.
@@ -50,7 +46,7 @@ class Axis:
 
     def center(self, low, high):
         """The middle of a window in the factor's scale (rounded for an integer factor)."""
-        middle = math.sqrt(low * high) if self.scale == "log" else (low + high) / 2
+        middle = scales.midpoint(low, high, self.scale)
         return round(middle) if self.integer else middle
 
 
@@ -102,10 +98,10 @@ class Region:
         return all(axes_[n].numeric and windows[n][0] < axes_[n].center(*windows[n]) < windows[n][1]
                    for n in self.active)
 
-    def holds(self, axes_: dict[str, Axis], run: dict) -> bool:
+    def holds(self, axes_: dict[str, Axis], run: RunRecord) -> bool:
         """Whether a run's levels are on this region's design grid (low, center or high of every open factor)."""
         for name, window in self.windows:
-            value = run.get(f"param.{name}")
+            value = run.levels.get(name)
             if isinstance(window, tuple):
                 grid = (*window, axes_[name].center(*window)) if axes_[name].numeric else window
                 if value not in grid:

@@ -24,11 +24,11 @@ from its stored design, so a resumed study takes the same decisions.
 
 from __future__ import annotations
 
-from orchestrator.cells import WavePlan
+from orchestrator.cells import Seeds, WavePlan
 from orchestrator.designs.fractional_factorial import choose_fraction
 from orchestrator.errors import SpecError, WavesweepError
+from orchestrator.run_record import RunRecord, records
 from orchestrator.strategies.base import Strategy
-from orchestrator.strategies.waves.cells import Seeds
 from orchestrator.strategies.waves.dealias import fold_wave
 from orchestrator.strategies.waves.explore import explore_wave
 from orchestrator.strategies.waves.refine import refine_wave
@@ -69,7 +69,7 @@ class Waves(Strategy):
         except WavesweepError as exc:
             raise SpecError([("strategy.runs_per_wave", f"mode waves: {exc}", runs_per_wave)]) from None
 
-    def next_wave(self, known_keys: set[str], runs_per_wave: int, runs: list[dict] = ()) -> WavePlan | None:
+    def propose(self, known_keys: set[str], runs_per_wave: int, runs: list[RunRecord]) -> WavePlan | None:
         self.stop_reason = None
         runs = list(runs)
         seeds = Seeds(self.spec.study, self.spec.factors, self.spec.run_seeds, known_keys)
@@ -90,21 +90,22 @@ class Waves(Strategy):
             return None
         return WavePlan(cells, plan.design, plan.reason)
 
-    def _patience(self, runs: list[dict]) -> str | None:
+    def _patience(self, runs: list[RunRecord]) -> str | None:
         # Only proposed waves count as moves: a designed wave after the screen (the de-alias wave) was run to learn,
         # not to improve. A token per proposed wave makes each one "move"; designed waves share one.
-        waves = {r["wave"]: r.get("design") for r in runs}
+        runs = records(runs)
+        waves = {r.wave: r.get("design") for r in runs}
         return patience_stop(runs, self.spec.response.metric, self.spec.response.goal, list(self.spec.factors),
                              self.spec.strategy.patience,
-                             lambda wave_runs: "designed" if is_designed(waves[wave_runs[0]["wave"]])
-                             else wave_runs[0]["wave"])
+                             lambda wave_runs: "designed" if is_designed(waves[wave_runs[0].wave])
+                             else wave_runs[0].wave)
 
-    def _after(self, runs: list[dict], seeds: Seeds, runs_per_wave: int) -> WavePlan | str:
+    def _after(self, runs: list[RunRecord], seeds: Seeds, runs_per_wave: int) -> WavePlan | str:
         metric, goal = self.spec.response.metric, self.spec.response.goal
         region = self._screened_region(runs)
         designed = [r for r in runs if is_designed(r.get("design"))]
         kinds = {r.get("design") for r in runs}
-        wave = max(r["wave"] for r in runs) + 1
+        wave = max(r.wave for r in runs) + 1
         reading = read(region, self.axes, designed, metric, goal)
         if reading is None:
             return "no finished run at the screening points to fit effects on"
@@ -123,7 +124,7 @@ class Waves(Strategy):
                                 "fewer than two distinct finished results to fit a model on")
         return plan
 
-    def _waves_left(self, runs: list[dict], wave: int, runs_per_wave: int) -> int:
+    def _waves_left(self, runs: list[RunRecord], wave: int, runs_per_wave: int) -> int:
         """Waves the budget still allows, this one included (max_waves, and max_runs in whole waves)."""
         left = self.max_waves - wave + 1
         if self.spec.strategy.max_runs is not None:
@@ -146,19 +147,16 @@ class Waves(Strategy):
         open_ = [n for n in region.active if n not in fixed]
         return open_, fixed, "; ".join(said) or "every factor stays open"
 
-    def _screened_region(self, runs: list[dict]) -> Region:
+    def _screened_region(self, runs: list[RunRecord]) -> Region:
         """The region the first wave screened, read back from its runs (what a resumed study recorded)."""
-        number = min(r["wave"] for r in runs)
-        first = [r for r in runs if r["wave"] == number]
+        number = min(r.wave for r in runs)
+        first = [r for r in runs if r.wave == number]
         windows = {}
         for name, axis in self.axes.items():
-            values = sorted({r[f"param.{name}"] for r in first}, key=lambda v: (str(type(v)), v))
+            values = sorted({r.levels[name] for r in first}, key=lambda v: (str(type(v)), v))
             windows[name] = values[0] if len(values) == 1 else (values[0], values[-1]) if axis.numeric \
                 else tuple(values)
         return Region.of(windows)
-
-    def _levels(self, run: dict) -> dict:
-        return {n: run[f"param.{n}"] for n in self.axes}
 
 
 def _show(value) -> str:

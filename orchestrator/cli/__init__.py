@@ -1,9 +1,12 @@
-"""`wavesweep` command line (Typer + Rich). Errors a user can act on print one message and exit with code 1."""
+"""`wavesweep` command line (Typer + Rich). Errors a user can act on print one message and exit with code 1.
+
+This module holds the app, its consoles and options, and every command; the longer bodies live beside it, in
+:mod:`orchestrator.cli.launch` (`run`) and :mod:`orchestrator.cli.status_text` (`status`). Each command imports what
+it needs when it runs (so `wavesweep --version` loads no store or Ray) and hands them these consoles."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -15,7 +18,7 @@ from rich.markup import escape
 
 from orchestrator import __version__
 from orchestrator.errors import WavesweepError
-from orchestrator.reporting.tables import fits, table
+from orchestrator.reporting.tables import table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run studies of LLM experiments as factorial waves on Ray, recorded in a SQL store.")
@@ -100,81 +103,9 @@ def run(
     """Run a study: design its waves, run them on Ray, record everything in the store. Resumes where it stopped.
 
     Exits 0 when the study has a COMPLETE run, 3 when it ended with none (every run failed), 1 on an error."""
-    from orchestrator.execution.driver import exit_code, has_work, run_study
-    from orchestrator.execution.executor import RayExecutor
-    from orchestrator.extras import require
-    from orchestrator.spec import load_spec
-    from orchestrator.store import Store, is_new_file, resolve_url
-    from orchestrator.strategies import STRATEGIES, create_strategy, wave_size
+    from orchestrator.cli.launch import launch
 
-    spec = load_spec(spec_path)
-    if ray_address is None:
-        from orchestrator.execution.local_gpu import local_gpu
-
-        gpu = local_gpu() if gpus or spec.resources.gpus_per_run == "auto" else None  # spares a nvidia-smi call
-        spec = _local_gpu_memory(spec, gpu)
-        if gpus and (warning := _declared_gpus_warning(gpus, gpu)):
-            err_console.print(warning, highlight=False, soft_wrap=True, markup=False)
-    # Before Ray starts or any file is written: the strategy's extras, and its budget where the spec gives the wave
-    # size (which also resolves `auto`). Otherwise only the cluster knows the size, and run_study checks there.
-    if (size := wave_size(spec, None)) is not None:
-        strategy = create_strategy(spec, size)
-        for extra in strategy.extras:
-            require(extra)
-        strategy.check_budget(size)
-    elif spec.strategy.mode != "auto":
-        for extra in STRATEGIES[spec.strategy.mode].extras:
-            require(extra)
-    url = resolve_url(store)
-    # A new store file waits until the cluster is known to hold a run: a study refused there leaves no file behind.
-    db = None if is_new_file(url) else Store(url)
-    study = escape(spec.study)
-    # The export hint names --store only when the URL came from it: one from the environment is found there again.
-    flag = _store_flag(None if store == os.environ.get("WAVESWEEP_STORE") else store)
-    # A local Ray's workers inherit this process's environment; they never open the store, so the URL (and its
-    # password) stays here.
-    os.environ.pop("WAVESWEEP_STORE", None)
-    if db is not None and not has_work(spec, db):
-        db.open_study(spec)  # still refuses a changed experiment/fixed params under the same name
-        console.print(f"All runs of study [bold]{study}[/] are already finished in {escape(db.display_url)}; "
-                      "nothing to run.", highlight=False, soft_wrap=True)
-    else:
-        from contextlib import nullcontext
-
-        from orchestrator.execution.lease import StudyLease
-        from orchestrator.reporting.progress import StudyProgress
-
-        # A study that another driver runs is refused before Ray starts (run_study takes the lease of a new one).
-        study_id = db.study_id(spec.study) if db is not None else None
-        lease = StudyLease(db, study_id, spec.study) if study_id is not None else nullcontext()
-        with lease, RayExecutor(address=ray_address, num_gpus=gpus) as executor:
-            executor.check_fits(spec)  # before the store is created (run_study checks it again for its other callers)
-            executor.check_artifacts(spec)
-            db = db or Store(url)
-            outcome = run_study(spec, db, executor, StudyProgress(spec.response.metric, console))
-        if outcome.ran:
-            console.print(f"Ran {outcome.ran} runs ({outcome.runs_per_wave} per wave, mode {outcome.mode}).",
-                          highlight=False, soft_wrap=True)
-        else:
-            console.print(f"Nothing to run: the {outcome.mode} strategy proposes no new wave for study "
-                          f"[bold]{study}[/] in {escape(db.display_url)}.", highlight=False, soft_wrap=True)
-        if outcome.stop_reason:
-            console.print(f"Stopped: {outcome.stop_reason}", highlight=False, soft_wrap=True, markup=False)
-        if outcome.mode == "greedy":
-            from orchestrator.reporting.best import print_blind_spots
-
-            print_blind_spots(console, spec, db.runs(spec.study))
-    from orchestrator.reporting.best import print_best
-
-    runs = db.runs(spec.study)
-    print_best(console, runs, spec.response.metric, spec.response.goal)
-    console.print(f"Results: {escape(db.display_url)} (study [bold]{study}[/]). "
-                  f"Export: wavesweep export {study} --format csv{escape(flag)}", highlight=False, soft_wrap=True)
-    if code := exit_code(runs):
-        counts = _counts(db.status_counts(spec.study)) or "no runs"
-        err_console.print(f"error: study {spec.study} ended with no COMPLETE run ({counts}); "
-                          f"`wavesweep status {spec.study}` shows why each run failed.", highlight=False,
-                          soft_wrap=True, markup=False)
+    if code := launch(spec_path, store, gpus, ray_address, console, err_console):
         raise typer.Exit(code)
 
 
@@ -223,28 +154,6 @@ def plan(
     console.print(result.cost_text(), highlight=False, soft_wrap=True, markup=False)
 
 
-def _declared_gpus_warning(gpus: int, gpu) -> str | None:
-    """Ray counts declared GPUs without looking for them: say so when this machine has none (``gpu``:
-    ``local_gpu.local_gpu()``) a run could use."""
-    if gpu is not None:
-        return None
-    return (f"warning: --gpus {gpus} declares {gpus} GPU(s) to the local Ray, but this machine shows none (no "
-            "nvidia-smi, not an Apple silicon Mac): each run holds a GPU slot and computes on the CPU.")
-
-
-def _local_gpu_memory(spec, gpu):
-    """A local run of ``gpus_per_run: auto`` whose spec leaves ``gpu_memory_gb`` unset packs by this machine's GPU
-    (``gpu``: ``local_gpu.local_gpu()``)."""
-    resources = spec.resources
-    if resources.gpus_per_run != "auto" or "gpu_memory_gb" in resources.model_fields_set:
-        return spec
-    if gpu is None:
-        return spec
-    console.print(f"gpus_per_run: auto packs runs for this machine's GPU, {gpu.name}: {gpu.memory_gb:.1f} GB "
-                  "(resources.gpu_memory_gb overrides).", highlight=False, soft_wrap=True, markup=False)
-    return spec.model_copy(update={"resources": resources.model_copy(update={"gpu_memory_gb": gpu.memory_gb})})
-
-
 def _history_minutes(study: str, store: str | None) -> float | None:
     from orchestrator.reporting.plan import median_minutes
     from orchestrator.store import Store
@@ -263,66 +172,20 @@ def status(study: Annotated[str | None, typer.Argument(help="A study; all studie
            = ReportFormat.table) -> None:
     """Runs by status, waves (each with its reason), why the study stopped, and its best cells (or a line per
     study)."""
-    from datetime import UTC, datetime
-
-    from orchestrator.reporting.best import best_value, print_best
-    from orchestrator.reporting.report import (
-        lease_line,
-        recorded_spec,
-        split_line,
-        wave_lines,
-        wave_split,
-        wave_table,
-    )
+    from orchestrator.cli.status_text import print_studies, print_study
     from orchestrator.reporting.study_report import studies_status, study_status
     from orchestrator.store import Store
 
     db = Store(store, writer=False)
     if format == ReportFormat.json:
+        from datetime import UTC, datetime
+
         report = studies_status(db) if study is None else study_status(db, study, datetime.now(UTC))
         sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
-        return
-    if study is None:
-        rows = []
-        for name in db.study_names():
-            spec = db.study_spec(name) or {}
-            counts = db.status_counts(name)
-            best = best_value(db.runs(name), spec["response"]["metric"], spec["response"]["goal"])
-            stop = (db.study_info(name) or {}).get("stop_reason") or "-"
-            rows.append((name, str(sum(counts.values())), _counts(counts), best, stop))
-        console.print(table(("study", "runs", "by status", "best", "stopped because"), rows,
-                            title=f"Studies in {db.display_url}", wrap=("by status", "stopped because")))
-        return
-    spec = recorded_spec(db, study)
-    runs = db.runs(study)
-    console.print(f"Study [bold]{escape(study)}[/] in {escape(db.display_url)}", highlight=False, soft_wrap=True)
-    console.print(lease_line(db.lease(db.study_id(study)), datetime.now(UTC)), highlight=False,
-                  soft_wrap=True, markup=False)
-    waves = db.waves(study)
-    waves_table = wave_table(waves, runs)
-    if fits(console, waves_table):
-        console.print(waves_table)
+    elif study is None:
+        print_studies(console, db)
     else:
-        for line in wave_lines(waves, runs):
-            console.print(line, highlight=False, markup=False, overflow="fold")
-    # Designed runs feed the effects fit; proposed ones (a model's batch, a space-filling sample) do not.
-    split = wave_split({w["number"]: w["design"] for w in waves}, (r["wave"] for r in runs))
-    console.print(split_line(split), highlight=False, soft_wrap=True, markup=False)
-    info = db.study_info(study) or {}
-    if info.get("stop_reason"):
-        stopped = info["stopped_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if info.get("stopped_at") else "-"
-        console.print(f"Stopped ({stopped}): {info['stop_reason']}", highlight=False, soft_wrap=True, markup=False)
-    failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
-    for r in failed:
-        console.print(f"[red]{r['status']}[/] run {r['run_id']} ({escape(str(r['error_kind']))}, {r['attempts']} "
-                      f"attempts): {escape(str(r['error_message']))}", highlight=False, soft_wrap=True)
-    retried = [r for r in runs if r["attempts"] > 1 and r not in failed]
-    logs = db.attempt_logs(study) if retried else {}
-    for r in retried:  # what the earlier attempts died of (worker_died, lost, oom, driver_died)
-        kinds = ", ".join(a.get("error_kind") or "?" for a in logs.get(r["cell_key"], [])[:-1] if "status" in a)
-        console.print(f"{r['status']} run {r['run_id']} after {r['attempts']} attempts (earlier: {kinds or '-'})",
-                      highlight=False, soft_wrap=True, markup=False)
-    print_best(console, runs, spec["response"]["metric"], spec["response"]["goal"])
+        print_study(console, db, study)
 
 
 @app.command()
@@ -436,12 +299,3 @@ def db_upgrade(store: StoreOpt = None) -> None:
     upgrade(make_engine(url))
     console.print(f"{mask(url)} is at the current schema.", highlight=False, soft_wrap=True, markup=False)
 
-
-def _store_flag(store: str | None) -> str:
-    from orchestrator.store import mask
-
-    return f" --store '{mask(store)}'" if store else ""
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
