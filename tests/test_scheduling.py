@@ -61,12 +61,16 @@ def test_grid_waves_overlap_and_the_longest_runs_start_first(executor, sqlite_ur
 
 def test_barrier_waves_wait_for_their_slowest_run(executor, sqlite_url, tmp_path):
     store = Store(sqlite_url)
-    run_study(parse_spec(grid_spec("barrier", False, tmp_path)), store, executor)
+    spec = grid_spec("barrier", False, tmp_path)
+    # 9B runs of 6.4 s, not 2.4 s: a loaded machine staggers run starts by seconds (CI saw the fast runs start so
+    # late that they waited 0.5 s in all), and this test is about the waiting.
+    spec["fixed"]["slow_s"] = 6.0
+    run_study(parse_spec(spec), store, executor)
     runs = store.runs("barrier")
     wave1_end = max(r["finished_at"] for r in runs if r["wave"] == 1)
     assert min(r["started_at"] for r in runs if r["wave"] == 2) >= wave1_end
     # Idle time is counted against the wave whose tail it is: with barriers, the 2 GPUs of the 0.8B runs wait
-    # 2.4 s - 0.4 s for the 9B runs at the tail of each wave: ~4 GPU-seconds per wave. Measured against the waits
+    # 6.4 s - 0.4 s for the 9B runs at the tail of each wave: ~12 GPU-seconds per wave. Measured against the waits
     # the runs' own timestamps show (a loaded machine stretches and staggers them), not a fixed figure.
     idle = {w["number"]: w["idle_s"] for w in store.waves("barrier")}
     for number, value in idle.items():
