@@ -15,6 +15,10 @@ SIGSTOPs it (frozen: its heartbeat stops too), ``oom_if`` raises a class named `
 gave the run (``assigned_gpu``, ``assigned_cpu``); ``report_node`` the index of the run's Ray node among the
 cluster's alive nodes sorted by id (``node``), to see runs spread over nodes.
 
+Curves, for the pruner: every step reports ``value + 1 / step`` as ``train_loss``, or under ``curve_as`` (the
+response's name, to make the run prunable); ``bloom_if`` (a condition) with ``bloom_at`` (a step) makes matching
+runs late bloomers, 5 worse before that step.
+
 ``named_surface`` (a name in ``experiments.surfaces.SURFACES``) replaces ``surface``/``intercept`` with a surface
 whose optimum and true interactions are known: the metric (``y`` unless ``metric`` says otherwise) is that surface's
 ``sample(factors, seed)``, with its own noise unless ``noise_sd`` is given.
@@ -36,7 +40,7 @@ from orchestrator.context import Diverged, RunContext
 
 _KNOWN = {"surface", "named_surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if",
           "seed", "save_artifact", "load_artifact", "report_pid", "kill_if", "stop_if", "oom_if", "slow_if", "slow_s",
-          "log_starts", "report_resources", "report_node"}
+          "log_starts", "report_resources", "report_node", "curve_as", "bloom_if", "bloom_at"}
 
 
 class OutOfMemoryError(RuntimeError):
@@ -55,9 +59,12 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
     _failure_knobs(params, factors, ctx)
     steps = int(params.get("steps", 5))
     sleep_s = float(params.get("sleep_s", 0.0))
+    curve_as = params.get("curve_as", "train_loss")
+    bloom_at = int(params.get("bloom_at", 0)) if _matches(factors, params.get("bloom_if")) else 0
     for step in range(1, steps + 1):
         time.sleep(sleep_s / steps)
-        ctx.report(step, train_loss=value + 1.0 / step)  # a curve that converges to the final value
+        # A curve that converges to the final value; a late bloomer's is 5 worse before step bloom_at.
+        ctx.report(step, **{curve_as: value + 1.0 / step + (5.0 if step < bloom_at else 0.0)})
         if _matches(factors, params.get("diverge_if")) and step == steps // 2 + 1:
             raise Diverged(f"train_loss became nan at step {step}")
     if _matches(factors, params.get("fail_if")):

@@ -21,11 +21,20 @@ class Diverged(RuntimeError):
     """
 
 
+class Pruned(Exception):
+    """Raised by ``ctx.report`` once the driver has decided to stop this run (its curve is clearly worse than its
+    peers' at the same step: ``orchestrator/execution/pruning.py``). Let it propagate: the run is recorded as PRUNED,
+    with the step and the numbers that decided it, and its GPU goes to the next run. Like Optuna's ``TrialPruned``,
+    it is an Exception; an experiment that catches it anyway is still recorded as PRUNED, and one that keeps running
+    is killed after a grace period."""
+
+
 @dataclass
 class RunContext:
     """Handed to ``run(params, ctx)``.
 
-    ``report(step, **metrics)`` streams learning-curve points back to the driver, which alone writes the store.
+    ``report(step, **metrics)`` streams learning-curve points back to the driver, which alone writes the store;
+    it raises :class:`Pruned` once the driver has stopped the run.
     """
 
     study: str
@@ -36,7 +45,9 @@ class RunContext:
     artifact_dir: str = ""  # where this run may save outputs (e.g. its adapter); created on first use by the run
     warm_reuse: bool = True  # whether the experiment may keep a loaded base model for the worker's next run
     attempt: int = 1  # 1 for a run's first attempt by this driver; a retry (worker died, lost, OOM) counts up
-    _sink: Callable[[int, dict[str, float]], None] | None = field(default=None, repr=False)
+    # The sink returns True once the driver has decided to stop the run (it may learn it a report late).
+    _sink: Callable[[int, dict[str, float]], bool | None] | None = field(default=None, repr=False)
+    pruned_at: int | None = field(default=None, repr=False)  # the step whose report raised Pruned
 
     @property
     def device(self) -> str:
@@ -47,8 +58,10 @@ class RunContext:
         if not metrics:
             raise ValueError("report() needs at least one metric, e.g. ctx.report(step, loss=0.5)")
         clean = {name: float(value) for name, value in metrics.items()}
-        if self._sink is not None:
-            self._sink(int(step), clean)
+        if self._sink is not None and self._sink(int(step), clean):
+            if self.pruned_at is None:
+                self.pruned_at = int(step)
+            raise Pruned(f"pruned by the driver at step {step}: its curve is clearly worse than its peers'")
 
 
 def import_experiment(target: str) -> Callable[..., Any]:

@@ -90,6 +90,32 @@ class RunRecord(Mapping[str, Any]):
             return None
         return float(value)
 
+    @property
+    def prune(self) -> dict[str, Any] | None:
+        """Why the pruner stopped the run (``execution/pruning.Decision`` as stored), None unless it is PRUNED."""
+        prune = self._row.get("prune")
+        return prune if self.status == RunStatus.PRUNED and isinstance(prune, Mapping) else None
+
+    def estimate(self, metric: str) -> float | None:
+        """What a model is told of the run: its result (``value``), or for a pruned run of the response the final
+        value its curve predicted when it was stopped (else its value at that step, a pessimistic stand-in for an
+        improving curve). None for every other run."""
+        if (value := self.value(metric)) is not None or (prune := self.prune) is None:
+            return value
+        guess = prune.get("predicted")
+        guess = guess if isinstance(guess, (int, float)) and math.isfinite(guess) else prune.get("value")
+        return float(guess) if isinstance(guess, (int, float)) and math.isfinite(guess) else None
+
+    @property
+    def saved_s(self) -> float:
+        """Device-seconds a pruned run did not spend: what it used x (a full run's steps / the steps it ran - 1), an
+        estimate that takes its time per step as constant. 0 for every other run."""
+        prune, used = self.prune, final_cost_s(self)
+        ran = (prune or {}).get("ran_to") or (prune or {}).get("step")
+        if prune is None or used is None or not isinstance(ran, (int, float)) or ran <= 0:
+            return 0.0
+        return max(0.0, used * (prune.get("full_steps", 0) / ran - 1))
+
     def __getitem__(self, key: str) -> Any:
         return self._row[key]
 

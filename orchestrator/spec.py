@@ -106,6 +106,30 @@ class StrategySettings(_Frozen):
                           "wave is then designed from the finished runs; the stragglers run on and are recorded."
     )
 
+    prune: StrictBool | Literal["all"] = Field(
+        True, description="Stop runs whose learning curve (the response metric as ctx.report streams it) is clearly "
+                          "worse than their peers' at the same step, and record them PRUNED. true: model-proposed "
+                          "runs, backfill replicates and greedy steps; designed cells run to the end (a truncated cell "
+                          "would bias the effects fit). all: designed cells too, their final value predicted from "
+                          "the curve (analyze marks it). false: no pruning. See orchestrator/execution/pruning.py."
+    )
+    prune_after: StrictInt | StrictStr = Field(
+        "25%", description="The hold-off: no run is pruned before this step; a number of steps, or a share of a "
+                           "full run like '25%' (of the longest curve of a finished run)."
+    )
+    prune_rule: Literal["halving", "median"] = Field(
+        "halving", description="halving: asynchronous successive halving (ASHA), at rungs hold-off x 3^k a run "
+                               "continues if it is in the best third of the study's runs at that rung; median: at "
+                               "every step after the hold-off, a run stops if it is worse than the median of its "
+                               "peers at that step. Both by more than the replicate noise at that step."
+    )
+
+    @property
+    def hold_off(self) -> tuple[str, float]:
+        """``prune_after`` parsed (the spec's validation refused any it cannot parse): ("steps", n) or ("share", a
+        fraction of a full run)."""
+        return parse_hold_off(self.prune_after)
+
     @property
     def deadline(self) -> tuple[str, float] | None:
         """``wave_deadline`` parsed (the spec's validation refused any it cannot parse): ("s", seconds) or ("x",
@@ -304,6 +328,15 @@ def parse_deadline(value: float | str) -> tuple[str, float] | None:
     return ("s", float(value)) if math.isfinite(value) and value > 0 else None
 
 
+def parse_hold_off(value: int | str) -> tuple[str, float] | None:
+    """``strategy.prune_after`` as ("steps", n >= 0) or ("share", 0 < f < 1); None if invalid."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
+        return ("share", float(match.group(1)) / 100) if match and 0 < float(match.group(1)) < 100 else None
+    return ("steps", float(value)) if value >= 0 else None
+
+
+_HOLD_OFF = "must be a number of steps (>= 0) or a share of a full run like '25%' (between 0 and 100%)"
 _DEADLINE = "must be seconds (> 0) or a multiple of the median run time like '3x' (> 1)"
 
 
@@ -318,6 +351,8 @@ def _check(spec: Spec) -> list[tuple[str, str, Any]]:
     deadline = spec.strategy.wave_deadline
     if deadline is not None and parse_deadline(deadline) is None:
         problems.append(("strategy.wave_deadline", _DEADLINE, deadline))
+    if parse_hold_off(spec.strategy.prune_after) is None:
+        problems.append(("strategy.prune_after", _HOLD_OFF, spec.strategy.prune_after))
     problems.extend(auto_problems(spec))
     if why := check_location(spec.artifacts):
         problems.append(("artifacts", f"must be a directory or a URI fsspec opens: {why}", spec.artifacts))
@@ -377,4 +412,6 @@ def _check_factor(path: str, name: str, factor: Factor, spec: Spec) -> list[tupl
 _UNION_MESSAGES = {
     "resources.gpus_per_run": "must be a number >= 0 or 'auto'",
     "strategy.wave_deadline": _DEADLINE,
+    "strategy.prune": "must be true, false or 'all'",
+    "strategy.prune_after": _HOLD_OFF,
 }

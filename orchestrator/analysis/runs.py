@@ -5,7 +5,8 @@
 - DIVERGED runs are excluded and counted: the fit then describes the region where training did not diverge. With
   ``diverged_value`` they are used instead, with that value as their response (a penalty, e.g. the loss at init).
 - Every other status (FAILED, TIMEOUT, OOM, PRUNED, PENDING, RUNNING) has no result of the configuration: excluded
-  and counted per status.
+  and counted per status. A PRUNED run's predicted final (``RunRecord.estimate``) is for the search's model, never
+  for a fit whose intervals would then rest on a prediction.
 - A used run whose response is missing or not finite is excluded and counted.
 """
 
@@ -69,7 +70,11 @@ def select_runs(df: pd.DataFrame, response: str, *, diverged_value: float | None
                      "diverge (pass diverged_value= to count them with a penalty response instead)")
     if n_imputed:
         notes.append(f"{n_imputed} DIVERGED run(s) used with the imputed response {diverged_value:g}")
-    others = {k: v for k, v in excluded_counts.items() if k != "DIVERGED"}
+    if pruned := excluded_counts.get("PRUNED"):
+        notes.append(f"{pruned} PRUNED run(s) excluded: stopped early from their learning curves, they have no final "
+                     "result (their predicted finals inform the search, not this fit; a pruned designed cell, "
+                     "under strategy.prune: all, leaves its design incomplete)")
+    others = {k: v for k, v in excluded_counts.items() if k not in ("DIVERGED", "PRUNED")}
     if others:
         listed = ", ".join(f"{v} {k}" for k, v in others.items())
         notes.append(f"runs without a result excluded: {listed}")

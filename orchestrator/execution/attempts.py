@@ -32,6 +32,7 @@ class Attempt:
     started_at: datetime | None = None
     host: str | None = None
     device: str | None = None
+    pruned: float | None = None  # time.monotonic() when the driver pruned it
 
 
 class Attempts:
@@ -45,6 +46,9 @@ class Attempts:
         self.current: dict[str, Attempt] = {}  # cell key -> its live attempt
         # A run with no heartbeat for the grace period is lost; beat a few times within it.
         self.heartbeat_s = min(5.0, self.res.heartbeat_grace_s / 4)
+        # A pruned run stops at its next ctx.report; one that does not (a long evaluation, or it caught Pruned and
+        # went on) has its worker killed this long after the decision, so its GPU does not wait on it.
+        self.prune_grace_s = max(10.0, 4 * self.heartbeat_s)
 
     def request(self, job: Job, alone: bool) -> tuple[float, float]:
         """(num_gpus, num_cpus) of an attempt of ``job``; ``alone``: a retry with nothing beside it."""
@@ -73,6 +77,14 @@ class Attempts:
         attempt = Attempt(job, number, gpus, cpus)
         self.live[task.remote(payload, self.inbox)] = attempt
         self.current[job.cell.key] = attempt
+
+    def prune(self, key: str) -> None:
+        """Stop the live attempt of ``key``: its next ``ctx.report`` raises ``Pruned`` (the inbox's reply says so),
+        and ``watch`` kills it if it has not ended ``prune_grace_s`` later."""
+        attempt = self.current.get(key)
+        if attempt is not None and attempt.pruned is None:
+            attempt.pruned = time.monotonic()
+            self.inbox.stop.remote(key, attempt.number)
 
     def drain(self) -> Iterator[Event]:
         import ray
@@ -107,7 +119,10 @@ class Attempts:
         for ref, attempt in list(self.live.items()):
             if attempt.started is None:
                 continue  # queued: Ray has not started it, so neither clock runs
-            if timeout is not None and now - attempt.started > timeout:
+            if attempt.pruned is not None and now - attempt.pruned > self.prune_grace_s:
+                kind, message = "pruned", (f"pruned; it did not stop at a ctx.report within {self.prune_grace_s:g} s "
+                                           "of the decision, so its worker was killed")
+            elif timeout is not None and now - attempt.started > timeout:
                 kind, message = "timeout", f"ran past resources.timeout_s = {timeout:g} s; its worker was killed"
             elif now - attempt.last_beat > grace:
                 kind, message = "lost", (f"no heartbeat for {now - attempt.last_beat:.0f} s (resources."

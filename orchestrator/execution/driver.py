@@ -15,6 +15,10 @@ A wave is a designed set of cells; it is not a barrier on the devices. The rules
   times a run that has gone on for t is expected to need about t more). Budgets count replicates.
 - **Deadline** (``strategy.wave_deadline``): past it the driver stops waiting; the next wave is designed from the
   finished runs while the stragglers run on and are recorded when they end.
+- **Pruning** (``strategy.prune``, ``pruning.py``): every learning-curve point of the response metric goes to the
+  pruner; a prunable run (a model-proposed wave's, a backfill replicate, a greedy step; a designed cell only with
+  ``prune: all``) whose curve is clearly worse than its peers' at the same step is stopped: its next ``ctx.report``
+  raises ``Pruned``, the decision is stored with it, and its device goes to the next queued run.
 - **Idle device-seconds** are counted by the scheduler and stored against the oldest open wave (the gap while the
   driver designs the next wave counts against the wave before it).
 """
@@ -34,12 +38,14 @@ from orchestrator.execution.costs import CostModel
 from orchestrator.execution.events import Finished, Job, Progress, Retry, Started
 from orchestrator.execution.lease import StudyLease
 from orchestrator.execution.outcome import Listener, Outcome
+from orchestrator.execution.pruning import Pruner
 from orchestrator.execution.references import resolve_all, substitute
 from orchestrator.execution.scheduler import EPS, Scheduler
 from orchestrator.extras import require
 from orchestrator.run_record import RunRecord, RunStatus
 from orchestrator.sizing import run_request
 from orchestrator.strategies import create_strategy, wave_size
+from orchestrator.wave_kinds import GREEDY, is_designed
 
 if TYPE_CHECKING:
     from orchestrator.execution.executor import RayExecutor
@@ -89,17 +95,34 @@ class RunLoop:
         self.ran = 0
         self._asked_at: int | None = None  # runs ended when an adaptive strategy last said "no wave" with runs live
         self._tail_runs: tuple[int, list[dict[str, Any]]] | None = None  # (runs ended, Store.runs) for backfill
-        self._done: list[RunRecord] = [r for r in store.runs(spec.study) if r.status == "COMPLETE"]
+        runs = store.runs(spec.study)
+        self._done: list[RunRecord] = [r for r in runs if r.status == "COMPLETE"]
         self._fitted_on = -1
         self.costs = CostModel(spec, self._done)
         self._flushed = time.monotonic()
+        self.pruner = self._pruner(runs) if limits.prune is not False else None
+        self.prunable: set[str] = set()  # cell keys the pruner may stop
+        self.decided: dict[str, dict] = {}  # cell key -> the decision that stopped it, until it ends
+
+    def _pruner(self, runs: list[RunRecord]) -> Pruner:
+        """The pruner, told every recorded curve (a resumed study judges against the runs it already has)."""
+        metric = self.spec.response.metric
+        pruner = Pruner(self.spec.strategy.prune_rule, self.spec.response.goal, self.spec.strategy.hold_off)
+        groups = {r["cell_key"]: _group(r.levels) for r in runs}
+        for key, points in self.store.curves(self.spec.study, metric).items():
+            for step, value in points:
+                pruner.add(key, groups.get(key, key), step, value)
+        for r in runs:
+            pruner.finished(r["cell_key"], r.value(metric))
+        return pruner
 
     def run(self) -> str:
         with self.executor.session(self.spec) as attempts:
             self.attempts = attempts
             self.sched = Scheduler(attempts, self.executor.capacity(self.spec))
+            designs = {w["number"]: w["design"] for w in self.store.waves(self.spec.study)}
             for number, cells in self.store.unfinished_waves(self.study_id):
-                self._open(number, cells, f"resume of wave {number}")
+                self._open(number, cells, f"resume of wave {number}", designs.get(number))
             while True:
                 self._release()
                 self._backfill()
@@ -145,20 +168,24 @@ class RunLoop:
                 self.stop = stop
                 return
             self._asked_at = None
-            self._open(self.store.add_wave(self.study_id, plan), plan.cells, plan.reason)
+            self._open(self.store.add_wave(self.study_id, plan), plan.cells, plan.reason, plan.design)
             if not self.lookahead:
                 return
 
-    def _open(self, number: int, cells: list[Cell], reason: str) -> None:
+    def _open(self, number: int, cells: list[Cell], reason: str, design: str | None) -> None:
         if self.listener:
             self.listener.wave_started(number, cells, reason)
         keys = {c.key for c in cells}
         self.open[number] = OpenWave(number, set(keys), set(keys), len(keys))
         self.last_wave = number
+        # Designed cells run to the end unless `prune: all`: the effects fit needs every cell's result.
+        prunable = self.spec.strategy.prune == "all" or not is_designed(design) or design == GREEDY
         for cell in cells:
-            self._queue(cell, number)
+            self._queue(cell, number, prunable)
 
-    def _queue(self, cell: Cell, number: int) -> None:
+    def _queue(self, cell: Cell, number: int, prunable: bool) -> None:
+        if prunable and self.pruner is not None:
+            self.prunable.add(cell.key)
         params, inputs = substitute({**self.spec.fixed, **cell.levels, "seed": cell.seed}, self.resolved)
         artifact_dir = run_location(self.spec.artifacts, self.spec.study, cell.key)
         job = Job(cell, params, artifact_dir, run_request(self.spec, params), inputs)
@@ -178,16 +205,44 @@ class RunLoop:
             wave = self.open[self.wave_of[event.cell_key]]
             if wave.first_start is None:
                 wave.first_start = time.monotonic()
+            if self.pruner is not None and event.attempt > 1:
+                self.pruner.restart(event.cell_key)  # the store cleared the failed attempt's curve too
         elif isinstance(event, Progress):
             store.add_curve_points(event.points)
+            self._prune(event.points)
         elif isinstance(event, Retry):
             store.retry_run(event.cell_key, event.result)
             self.sched.add(self.jobs[event.cell_key], 0.0, number=event.attempt + 1, alone=event.alone)
         elif isinstance(event, Finished):
             store.finish_run(event.cell_key, event.result)
+            decision = self.decided.pop(event.cell_key, None)
+            if decision is not None and event.result.status == RunStatus.PRUNED:
+                # The steps it ran: a few past the decision, until its next report learnt it (the saving's basis).
+                ran = self.pruner.curves[event.cell_key].last
+                store.prune_run(event.cell_key, {**decision, "ran_to": ran})
+            if self.pruner is not None:
+                self.pruner.finished(event.cell_key, event.result.metrics.get(self.spec.response.metric)
+                                     if event.result.status == RunStatus.COMPLETE else None)
             self._ended_run(event.cell_key, event.result)
         if self.listener:
             self.listener.event(event)  # after the write: what is shown is what is stored
+
+    def _prune(self, points: list[tuple[str, int, dict[str, float]]]) -> None:
+        """Tell the pruner the response's new curve points; stop the prunable live runs it judges clearly worse."""
+        if self.pruner is None:
+            return
+        metric, moved = self.spec.response.metric, set()
+        for key, step, metrics in points:
+            if (value := metrics.get(metric)) is None or key not in self.jobs:
+                continue
+            self.pruner.add(key, _group(self.jobs[key].cell.levels), step, value)
+            if key in self.prunable and key not in self.decided:
+                moved.add(key)
+        for key in moved:
+            if key in self.attempts.current and (decision := self.pruner.judge(key)) is not None:
+                self.decided[key] = decision.as_dict()
+                self.attempts.prune(key)
+                self.store.prune_run(key, self.decided[key])
 
     def _ended_run(self, key: str, result) -> None:
         self.ran += 1
@@ -274,7 +329,7 @@ class RunLoop:
                                          "status": "PENDING"}, cell.levels))  # as Store.runs would read it
             wave.cells.add(cell.key)
             wave.backfilled += 1
-            self._queue(cell, wave.number)
+            self._queue(cell, wave.number, prunable=True)
             if self.listener:
                 self.listener.cells_added(wave.number, [cell])
 
@@ -306,6 +361,11 @@ class RunLoop:
             counts[key] += 1
             out.append((seeds.cell(json.loads(key)), wall))
         return out
+
+
+def _group(levels: dict[str, Any]) -> str:
+    """Runs at the same levels (replicates) share this key: the pruner's noise margin is their spread."""
+    return json.dumps(levels, sort_keys=True, default=str)
 
 
 def _number(value: Any) -> bool:

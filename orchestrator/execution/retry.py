@@ -29,6 +29,7 @@ RULES: dict[str, Rule] = {
     "worker_died": Rule(RunStatus.FAILED, retry=True),  # the process or node died (SIGKILL, preemption, segfault)
     "lost": Rule(RunStatus.FAILED, retry=True),  # no heartbeat for heartbeat_grace_s: frozen or dead, unreported
     "oom": Rule(RunStatus.OOM, retry=True, alone=True),  # out of memory, maybe because of a neighbour
+    "pruned": Rule(RunStatus.PRUNED, retry=False),  # stopped by the driver's pruner (execution/pruning.py): final
 }
 
 

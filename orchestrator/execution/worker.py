@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from orchestrator.artifacts import is_uri, localise, publish, scratch_for
-from orchestrator.context import Diverged, RunContext, import_experiment
+from orchestrator.context import Diverged, Pruned, RunContext, import_experiment
 from orchestrator.run_record import RunStatus
 
 
@@ -23,7 +23,8 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     """Run ``payload`` (experiment, params, cell key, seed, response metric) and return a result dict.
 
     ``sink(kind, data)`` carries events to the driver: ``("started", {...})`` once, then ``("progress", (step,
-    metrics))`` for every ``ctx.report``. Exceptions never escape: they become a FAILED/DIVERGED/OOM result.
+    metrics))`` for every ``ctx.report``; a progress sink that returns True says the driver pruned the run, and
+    ``ctx.report`` raises :class:`Pruned`. Exceptions never escape: they become a FAILED/DIVERGED/OOM/PRUNED result.
     """
     key = payload["cell_key"]
     host = socket.gethostname()
@@ -45,13 +46,26 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
         if saved := publish(ctx.artifact_dir, location):  # a run whose outputs cannot be kept did not succeed
             result["artifact_dir"] = saved
         result.update(status=RunStatus.COMPLETE, metrics=metrics)
+        if ctx.pruned_at is not None:  # it caught Pruned and returned anyway: it was stopped all the same
+            result.update(status=RunStatus.PRUNED, error_kind="pruned",
+                          error_message=f"pruned at step {ctx.pruned_at} (the run caught Pruned and returned)")
+    except Pruned as exc:
+        result.update(status=RunStatus.PRUNED, error_kind="pruned", error_message=str(exc))
     except Diverged as exc:
         result.update(status=RunStatus.DIVERGED, error_kind="diverged", error_message=str(exc))
     except Exception as exc:  # noqa: BLE001 - the run's failure is data, recorded with its traceback
+        if ctx.pruned_at is not None:  # an error on the way out of a pruned run (Pruned wrapped): still pruned
+            result.update(status=RunStatus.PRUNED, error_kind="pruned",
+                          error_message=f"pruned at step {ctx.pruned_at}, then {type(exc).__name__}: {exc}"[:2000])
+            return _finish(result, ctx, location, payload, t0)
         oom = type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError)
         kind = "oom" if oom else "bad_result" if isinstance(exc, BadResult) else "exception"
         result.update(status=RunStatus.OOM if oom else RunStatus.FAILED, error_kind=kind,
                       error_message=f"{type(exc).__name__}: {exc}"[:2000], traceback=traceback.format_exc())
+    return _finish(result, ctx, location, payload, t0)
+
+
+def _finish(result: dict[str, Any], ctx: RunContext, location: str, payload: dict[str, Any], t0: float) -> dict:
     wall = time.perf_counter() - t0
     result["wall_s"] = wall
     result["finished_at"] = datetime.now(timezone.utc)

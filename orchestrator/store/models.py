@@ -136,6 +136,10 @@ class RunModel(Base):
     attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     # Migration 0005: added to a wave to fill devices left idle at its tail (a replicate of one of its best cells).
     backfill: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Migration 0006: why the pruner stopped the run (execution/pruning.py Decision: rule, step, value, threshold,
+    # margin, peers, full_steps, predicted final); NULL unless it ended PRUNED.
+    prune_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    prune: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     wave: Mapped[WaveModel] = relationship(back_populates="runs")
     metrics: Mapped[list[MetricModel]] = relationship(cascade="all, delete-orphan")

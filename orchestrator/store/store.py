@@ -211,6 +211,7 @@ class Store:
             _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
             run.status, run.started_at, run.finished_at, run.wall_s = RunStatus.PENDING, None, None, None
             run.error_kind, run.error_message, run.traceback = result.error_kind, result.error_message, result.traceback
+            run.prune = run.prune_step = None
             run.metrics.clear()
 
     def add_curve_points(self, points: Iterable[tuple[str, int, dict[str, float]]]) -> None:
@@ -228,6 +229,13 @@ class Store:
                     rows.append({"run_id": ids[key], "step": step, "name": name, "value": stored, "kind": kind})
             s.execute(CurvePointModel.__table__.insert(), rows)
 
+    def prune_run(self, cell_key: str, decision: dict[str, Any]) -> None:
+        """The pruner decided to stop the run (``decision``: ``pruning.Decision.as_dict``); it ends PRUNED once its
+        worker stops. A run that completes first keeps its result, and the decision is dropped (``finish_run``)."""
+        with self.session() as s:
+            s.execute(update(RunModel).where(RunModel.cell_key == cell_key)
+                      .values(prune=decision, prune_step=decision["step"]))
+
     def finish_run(self, cell_key: str, result: RunResult) -> None:
         with self.session() as s:
             run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key).options(selectinload(RunModel.metrics)))
@@ -238,6 +246,8 @@ class Store:
             run.wall_s, run.error_kind = result.wall_s, result.error_kind
             run.error_message, run.traceback = result.error_message, result.traceback
             run.artifact_dir = result.artifact_dir
+            if result.status != RunStatus.PRUNED:
+                run.prune = run.prune_step = None  # it ended before it learnt it was pruned: its result stands
             run.host = result.host or run.host
             run.device = result.device or run.device
             run.metrics.clear()
@@ -313,6 +323,22 @@ class Store:
             ).all()
         return [(step, name, decode_float(value, kind)) for step, name, value, kind in rows]
 
+    def curves(self, study: str, name: str) -> dict[str, list[tuple[int, float]]]:
+        """cell key -> its learning curve of metric ``name`` ((step, value), by step), for every run of the study that
+        reported it; non-finite points are left out."""
+        with self.session() as s:
+            rows = s.execute(
+                select(RunModel.cell_key, CurvePointModel.step, CurvePointModel.value)
+                .join(RunModel, CurvePointModel.run_id == RunModel.id)
+                .join(StudyModel, RunModel.study_id == StudyModel.id)
+                .where(StudyModel.name == study, CurvePointModel.name == name, CurvePointModel.kind == "finite")
+                .order_by(RunModel.id, CurvePointModel.step, CurvePointModel.id)
+            ).all()
+        out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for key, step, value in rows:
+            out[key].append((step, value))
+        return dict(out)
+
     def status_counts(self, study: str) -> dict[str, int]:
         with self.session() as s:
             rows = s.execute(
@@ -359,6 +385,7 @@ def _flatten(run: RunModel, wave_number: int, design: str) -> RunRecord:
         "error_kind": run.error_kind, "error_message": run.error_message,
         "artifact_dir": run.artifact_dir, "inputs": run.inputs,
         "earlier_attempts_s": earlier_attempts_s(run.attempt_log, run.status),
+        "prune": run.prune,
     })
 
 

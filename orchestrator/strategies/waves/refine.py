@@ -94,12 +94,13 @@ def propose(x: np.ndarray, y: np.ndarray, *, maximize: bool, q: int, seed: int,
 
 def runs_in_unit(axes: dict[str, Axis], names: list[str], runs: list[RunRecord], metric: str,
                  fixed: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Every finished run (designed or proposed) as (x in the unit cube over ``names``, y). Runs at another level of
-    a ``fixed`` categorical are left out (the model has no axis for it); a fixed numeric factor was judged inert, so
-    its runs count wherever it stood."""
+    """Every finished run (designed or proposed) as (x in the unit cube over ``names``, y); a pruned run with the
+    final value its curve predicted (``RunRecord.estimate``), so the model does not propose its region again as if
+    unknown. Runs at another level of a ``fixed`` categorical are left out (the model has no axis for it); a fixed
+    numeric factor was judged inert, so its runs count wherever it stood."""
     rows, values = [], []
     for run in records(runs):
-        value = run.value(metric)
+        value = run.estimate(metric)
         if value is None:
             continue
         if any(not axes[n].numeric and run.levels.get(n) != v for n, v in fixed.items()):

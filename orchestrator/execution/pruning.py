@@ -1,0 +1,201 @@
+"""Whether a run keeps going: the pruner the run loop asks whenever a run's learning curve moves.
+
+A run is compared with its peers (every run of the study whose curve of the response metric reached the same step:
+finished, running or pruned, designed or not) at the same step, never before the hold-off (``strategy.prune_after``):
+
+- **halving** (asynchronous successive halving, ASHA's rule): at rungs ``hold-off x 3^k``, a run continues if its
+  value is among the best third of the values recorded at that rung (itself included), at least 5 of them.
+- **median** (Optuna's MedianPruner): at every reported step after the hold-off, a run stops if it is worse than the
+  median of at least 4 peers at that step.
+
+Either way only by more than the noise: the pooled SD at that step of runs sharing their levels (replicates;
+none: no margin, and the decision says so). The decision keeps the numbers that made it, and the final value the
+curve predicts (``predict_final``), which the strategies' models are told instead of a result the run never had.
+
+Pure: the run loop feeds it curve points and finished results, and acts on its decisions (``driver.py``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+
+ETA = 3  # halving keeps the best 1/ETA at each rung; rungs are hold-off x ETA^k
+MIN_RUNG = 5  # halving: values at a rung, the run's own included, before it decides
+MIN_PEERS = 4  # median: peers at the step before it decides
+MIN_FIT = 5  # finished runs needed to predict a final value from the curve
+LEVEL = 0.95  # of the prediction interval
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why a run was stopped: the rule, the step, its value there, the bar it failed (threshold + margin), the
+    peers that set the bar, and the final value its curve predicts (None with too few finished runs)."""
+
+    rule: str
+    step: int
+    value: float
+    threshold: float
+    margin: float
+    peers: int
+    full_steps: int  # the longest curve of a finished run: how far the run would have gone
+    rung: int | None = None
+    predicted: float | None = None
+    interval: tuple[float, float] | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["interval"] = list(self.interval) if self.interval else None
+        return out
+
+
+@dataclass
+class Curve:
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def add(self, step: int, value: float) -> None:
+        if self.steps and step <= self.steps[-1]:
+            # A report out of order (or a step reported twice): keep the curve sorted, the latest value wins.
+            i = bisect.bisect_left(self.steps, step)
+            if i < len(self.steps) and self.steps[i] == step:
+                self.values[i] = value
+                return
+            self.steps.insert(i, step)
+            self.values.insert(i, value)
+            return
+        self.steps.append(step)
+        self.values.append(value)
+
+    @property
+    def last(self) -> int:
+        return self.steps[-1] if self.steps else -1
+
+    def at(self, step: int) -> float | None:
+        """The value last reported at or before ``step``, if the curve has reached ``step``."""
+        if self.last < step:
+            return None
+        i = bisect.bisect_right(self.steps, step) - 1
+        return self.values[i] if i >= 0 else None
+
+
+class Pruner:
+    """Curves of the response metric, per run, and the rule that judges them.
+
+    ``hold_off``: ("steps", n) or ("share", f) of a full run (``StrategySettings.hold_off``); ``group_of``: cell key
+    -> a key shared by replicates (the levels), for the noise margin."""
+
+    def __init__(self, rule: str, goal: str, hold_off: tuple[str, float]):
+        self.rule, self.sign, self.hold_off = rule, (1.0 if goal == "minimize" else -1.0), hold_off
+        self.curves: dict[str, Curve] = {}
+        self.finals: dict[str, float] = {}  # finished runs' final values
+        self.groups: dict[str, str] = {}
+        self.judged: dict[str, int] = {}  # halving: the highest rung each run was judged at
+
+    # --- what it is told ---------------------------------------------------------------------------------------
+
+    def add(self, key: str, group: str, step: int, value: float) -> None:
+        if not math.isfinite(value):
+            return  # a NaN loss ends the run as DIVERGED on its own
+        self.groups[key] = group
+        self.curves.setdefault(key, Curve()).add(int(step), float(value))
+
+    def restart(self, key: str) -> None:
+        """A new attempt of ``key`` starts: its earlier attempt's curve and judgements no longer count."""
+        self.curves.pop(key, None)
+        self.judged.pop(key, None)
+
+    def finished(self, key: str, final: float | None) -> None:
+        """A run ended COMPLETE with ``final`` (its response): its curve is a full run's, its final a fit point."""
+        if final is not None and math.isfinite(final):
+            self.finals[key] = float(final)
+
+    # --- what it decides -----------------------------------------------------------------------------------------
+
+    @property
+    def full_steps(self) -> int | None:
+        lasts = [self.curves[k].last for k in self.finals if k in self.curves]
+        return max(lasts) if lasts else None
+
+    def start(self) -> int | None:
+        """The hold-off in steps; None while it is a share and no run has finished (a full run's length unknown)."""
+        kind, amount = self.hold_off
+        if kind == "steps":
+            return int(amount)
+        full = self.full_steps
+        return None if full is None else max(1, math.ceil(amount * full))
+
+    def judge(self, key: str) -> Decision | None:
+        """Whether run ``key`` should stop now, from its curve so far; None: it continues."""
+        curve, start, full = self.curves.get(key), self.start(), self.full_steps
+        if curve is None or start is None or curve.last < max(start, 1):
+            return None
+        if full is not None and curve.last >= full:
+            return None  # as far as a full run goes: stopping it saves nothing
+        if self.rule == "halving":
+            return self._halving(key, curve, max(start, 1), full)
+        return self._median(key, curve, full)
+
+    def _halving(self, key: str, curve: Curve, start: int, full: int | None) -> Decision | None:
+        rung = start
+        while rung * ETA <= curve.last and (full is None or rung * ETA < full):
+            rung *= ETA  # the highest rung the run has reached
+        if self.judged.get(key, 0) >= rung:
+            return None
+        at = {k: v for k, c in self.curves.items() if (v := c.at(rung)) is not None}
+        if len(at) < MIN_RUNG:
+            return None  # judged later, when the rung has more values
+        self.judged[key] = rung
+        ranked = sorted(self.sign * v for v in at.values())
+        bar = self.sign * ranked[max(1, len(ranked) // ETA) - 1]  # the worst value still in the best third
+        return self._decide(key, "halving", rung, at, bar, full, rung=rung)
+
+    def _median(self, key: str, curve: Curve, full: int | None) -> Decision | None:
+        step = curve.last
+        at = {k: v for k, c in self.curves.items() if (v := c.at(step)) is not None}
+        peers = {k: v for k, v in at.items() if k != key}
+        if len(peers) < MIN_PEERS:
+            return None
+        return self._decide(key, "median", step, at, statistics.median(peers.values()), full)
+
+    def _decide(self, key: str, rule: str, step: int, at: dict[str, float], bar: float, full: int | None,
+                rung: int | None = None) -> Decision | None:
+        value = at[key]
+        margin, note = self._noise(at)
+        if self.sign * (value - bar) <= margin:
+            return None
+        predicted, interval = self.predict_final(step, value)
+        return Decision(rule, step, value, bar, margin, len(at) - 1, full or step, rung, predicted, interval, note)
+
+    def _noise(self, at: dict[str, float]) -> tuple[float, str]:
+        """The pooled SD at a step of the runs that share their levels, and a note when there are none."""
+        groups: dict[str, list[float]] = {}
+        for k, v in at.items():
+            groups.setdefault(self.groups.get(k, k), []).append(v)
+        sizes = [(len(g), statistics.variance(g)) for g in groups.values() if len(g) > 1]
+        dof = sum(n - 1 for n, _ in sizes)
+        if not dof:
+            return 0.0, "no replicates at this step: no noise margin"
+        return math.sqrt(sum((n - 1) * var for n, var in sizes) / dof), ""
+
+    def predict_final(self, step: int, value: float) -> tuple[float | None, tuple[float, float] | None]:
+        """The final value of a run worth ``value`` at ``step``, by least squares of the finished runs' finals on
+        their values at ``step``, with its prediction interval; (None, None) with fewer than MIN_FIT of them."""
+        pairs = [(v, self.finals[k]) for k in self.finals if (c := self.curves.get(k)) and (v := c.at(step)) is not None]
+        if len(pairs) < MIN_FIT:
+            return None, None
+        from scipy import stats
+
+        xs, ys = zip(*pairs)
+        n, mx, my = len(xs), statistics.fmean(xs), statistics.fmean(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        if sxx == 0:
+            return None, None
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        fit = my + slope * (value - mx)
+        resid = sum((y - (my + slope * (x - mx))) ** 2 for x, y in zip(xs, ys)) / (n - 2)
+        half = stats.t.ppf(0.5 + LEVEL / 2, n - 2) * math.sqrt(resid * (1 + 1 / n + (value - mx) ** 2 / sxx))
+        return fit, (fit - half, fit + half)
