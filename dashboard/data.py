@@ -17,7 +17,15 @@ from sqlalchemy import Engine, String, and_, case, func, or_, select, type_coerc
 from sqlalchemy.orm import aliased
 
 from orchestrator.reporting.report import WaveSplit, wave_kind
-from orchestrator.run_record import COST_SOURCES, METRIC, RunStatus, earlier_attempts_s, metric_key, param_key
+from orchestrator.run_record import (
+    COST_SOURCES,
+    METRIC,
+    RunStatus,
+    earlier_attempts_s,
+    metric_key,
+    param_key,
+    saved_s,
+)
 from orchestrator.store.models import CurvePointModel, MetricModel, RunModel, StudyModel, WaveModel, decode_float
 
 STATUSES = [s.value for s in RunStatus]
@@ -173,7 +181,7 @@ def load_study(engine: Engine, name: str) -> Study | None:
                    RunModel.seed,
                    type_coerce(RunModel.status, String), RunModel.attempts, _raw(RunModel.started_at),
                    _raw(RunModel.finished_at), RunModel.wall_s, RunModel.host, RunModel.device, RunModel.error_kind,
-                   RunModel.error_message, RunModel.backfill)
+                   RunModel.error_message, RunModel.backfill, type_coerce(RunModel.prune, String))
             .join(WaveModel, RunModel.wave_id == WaveModel.id).where(RunModel.study_id == row.id)
             .order_by(WaveModel.number, RunModel.id)).all()
         metrics = conn.execute(
@@ -214,7 +222,7 @@ def _raw(column):
 
 
 _RUN_COLUMNS = ["run_id", "wave", "cell_key", "params", "seed", "status", "attempts", "started_at", "finished_at",
-                "wall_s", "host", "device", "error_kind", "error_message", "backfill"]
+                "wall_s", "host", "device", "error_kind", "error_message", "backfill", "prune"]
 
 
 def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
@@ -247,21 +255,27 @@ def _runs_frame(rows: list, metric_rows: list, factors: list[str], earlier: dict
         metrics.loc[special, "value"] = [decode_float(None, k) for k in metrics.loc[special, "kind"]]
         wide = metrics.pivot(index="run_id", columns="name", values="value").add_prefix(METRIC)
         runs = runs.join(wide.astype(float), on="run_id")
-    runs["cost_s"] = _cost_s(runs, earlier)
+    final = _final_cost_s(runs)
+    before = runs["run_id"].map(earlier).fillna(0.0).astype(float)
+    runs["cost_s"] = final.fillna(0.0).add(before).where(final.notna() | (before > 0))
+    # Device-seconds a pruned run did not spend (run_record.saved_s, the status' figure); its decision as a dict.
+    prune = [json.loads(p) if isinstance(p, str) and status == RunStatus.PRUNED else None
+             for p, status in zip(runs["prune"], runs["status"])]
+    runs["prune"] = prune
+    runs["saved_s"] = [saved_s(p, None if math.isnan(c) else c) if p else 0.0 for p, c in zip(prune, final)]
     return runs
 
 
-def _cost_s(runs: pd.DataFrame, earlier: dict[int, float]) -> pd.Series:
-    """``run_record.run_cost_s``, vectorised: the first usable of ``COST_SOURCES``, plus the run's ``earlier``
-    attempts (by run id); NaN when it has neither."""
+def _final_cost_s(runs: pd.DataFrame) -> pd.Series:
+    """``run_record.final_cost_s``, vectorised: the first usable of ``COST_SOURCES``; NaN when none is. The cost
+    column (``run_cost_s``) adds the run's earlier attempts to it."""
     cost = pd.Series(np.nan, index=runs.index)
     for column, positive in COST_SOURCES:
         if column in runs:
             values = pd.to_numeric(runs[column], errors="coerce")
             usable = np.isfinite(values) & ((values > 0) if positive else True)
             cost = cost.where(cost.notna() | ~usable, values)
-    before = runs["run_id"].map(earlier).fillna(0.0).astype(float)
-    return cost.fillna(0.0).add(before).where(cost.notna() | (before > 0))
+    return cost
 
 
 def curve(engine: Engine, run_id: int) -> pd.DataFrame:
@@ -305,13 +319,26 @@ def cell_table(study: Study, runs: pd.DataFrame | None = None, alpha: float = 0.
     return table[[*study.factors, "n", "mean", "std", "ci_low", "ci_high", "cost_s"]]
 
 
+def prune_words(prune: dict, metric: str) -> str:
+    """A pruned run's decision in a sentence: the rule, the step, the numbers, the predicted final."""
+    said = (f"Pruned at step {prune['step']} of {prune['full_steps']} by the {prune['rule']} rule: {metric} "
+            f"{prune['value']:.4g} against a bar of {prune['threshold']:.4g} + noise margin {prune['margin']:.3g} "
+            f"({prune['peers']} peers at that step)")
+    if prune.get("predicted") is not None and prune.get("interval"):
+        low, high = prune["interval"]
+        said += f"; its curve predicts a final {prune['predicted']:.4g} (95% PI [{low:.4g}, {high:.4g}])"
+    return said + (f". {prune['note'].capitalize()}." if prune.get("note") else ".")
+
+
 def wave_progress(study: Study) -> pd.DataFrame:
-    """Per wave: number, design, reason, runs, the count per status, done (finished share), cost_s (spent)."""
+    """Per wave: number, design, reason, runs, the count per status, done (finished share), cost_s (spent), saved_s
+    (what its pruned runs did not spend)."""
     waves = study.waves.copy()
     finished = [s for s in STATUSES if s not in UNFINISHED and s in waves]
     waves["done"] = waves[finished].sum(axis=1) / waves["runs"].where(waves["runs"] > 0) if finished else 0.0
-    spent = study.runs.groupby("wave")["cost_s"].sum()
-    waves["cost_s"] = waves["number"].map(spent).fillna(0.0)
+    spent = study.runs.groupby("wave")[["cost_s", "saved_s"]].sum()
+    waves["cost_s"] = waves["number"].map(spent["cost_s"]).fillna(0.0)
+    waves["saved_s"] = waves["number"].map(spent["saved_s"]).fillna(0.0)
     return waves
 
 

@@ -35,18 +35,24 @@ def show_overview(url: str, name: str) -> None:
     cols = st.columns(5)
     cols[0].metric("runs", len(s.runs))
     cols[1].metric("complete", int(counts.get("COMPLETE", 0)))
-    cols[2].metric("failed or diverged", int(counts.drop(["COMPLETE", *data.UNFINISHED], errors="ignore").sum()))
+    ended_badly = counts.drop(["COMPLETE", "PRUNED", *data.UNFINISHED], errors="ignore")  # pruned is no failure
+    cols[2].metric("failed or diverged", int(ended_badly.sum()))
     cols[3].metric("GPU-hours", f"{s.runs['cost_s'].sum() / 3600:.3g}")
     cols[4].metric(f"best mean {s.metric}", f"{cells['mean'].iloc[0]:.4g}" if len(cells) else "-")
     _state_line(s)
     st.plotly_chart(charts.wave_progress(progress), key="progress")
     # The driver's idle figures and deadlines are in the idle table under the timeline, with their estimates.
-    shown = (progress.assign(gpu_hours=progress["cost_s"] / 3600, done=progress["done"] * 100)
-             .drop(columns=["cost_s", "idle_s", "idle_unit", "capacity", "deadline_at"]))
+    shown = (progress.assign(gpu_hours=progress["cost_s"] / 3600, saved_gpu_hours=progress["saved_s"] / 3600,
+                             done=progress["done"] * 100)
+             .drop(columns=["cost_s", "saved_s", "idle_s", "idle_unit", "capacity", "deadline_at"]))
     st.dataframe(shown, hide_index=True, column_config={
         "done": st.column_config.ProgressColumn("done", format="%.0f%%", min_value=0, max_value=100),
         "backfill": st.column_config.NumberColumn("backfill runs", help=BACKFILL_HELP),
-        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.3g")})
+        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.3g"),
+        "saved_gpu_hours": st.column_config.NumberColumn("saved by pruning (GPU-h)", format="%.3g", help=SAVED_HELP)})
+    if (pruned := int(counts.get("PRUNED", 0))):
+        st.caption(f"Pruning stopped {pruned} runs early and saved an estimated "
+                   f"{progress['saved_s'].sum() / 3600:.3g} GPU-hours. {SAVED_HELP}")
     st.subheader("Best configuration so far")
     if cells.empty:
         st.info(f"No COMPLETE run has {s.metric!r} yet.")
@@ -98,6 +104,8 @@ IDLE_HELP = ("Idle device-seconds per wave (GPU-seconds, or CPU-seconds on a clu
              "overstates idle time when the next wave's runs start before this one ends. Idle share = idle / "
              "(capacity x wave span).")
 BACKFILL_HELP = "Runs added to the wave to fill devices idle at its tail: replicates of its best cells."
+SAVED_HELP = ("A pruned run's saving is what it used x (a full run's steps / the steps it ran - 1): an estimate that "
+              "takes its time per step as constant. What pruned runs did use counts in GPU-hours and budgets.")
 
 
 def _state_line(s: data.Study) -> None:
@@ -121,15 +129,21 @@ def show_runs(url: str, name: str) -> None:
     runs = data.filter_runs(s.runs, statuses, waves, levels)
     columns = (["run_id", "wave", "status"] + [param_key(f) for f in s.factors] + ["seed", "backfill"]
                + sorted(c for c in runs.columns if c.startswith(METRIC))
-               + ["wall_s", "host", "device", "attempts", "error_kind", "error_message", "started_at", "finished_at"])
+               + ["pruned_at", "wall_s", "host", "device", "attempts", "error_kind", "error_message", "started_at",
+                  "finished_at"])
+    runs = runs.assign(pruned_at=[p["step"] if p else None for p in runs["prune"]])
     st.caption(f"{len(runs)} of {len(s.runs)} runs. Click a column to sort; select a row for its learning curves.")
     event = st.dataframe(runs[columns], hide_index=True, on_select="rerun", selection_mode="single-row",
                          key="runs_table", column_config={
-                             "backfill": st.column_config.CheckboxColumn("backfill", help=BACKFILL_HELP)})
+                             "backfill": st.column_config.CheckboxColumn("backfill", help=BACKFILL_HELP),
+                             "pruned_at": st.column_config.NumberColumn("pruned at step", format="%d")})
     if runs.empty:
         return
     rows = event.selection.rows if event is not None else []
-    run_id = int(runs["run_id"].iloc[rows[0] if rows else 0])
+    picked = runs.iloc[rows[0] if rows else 0]
+    run_id = int(picked["run_id"])
+    if picked["prune"]:
+        st.warning(data.prune_words(picked["prune"], s.metric))
     points = curve(url, run_id)
     if points.empty:
         st.info(f"Run {run_id} reported no learning curve.")

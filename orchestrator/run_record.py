@@ -110,11 +110,7 @@ class RunRecord(Mapping[str, Any]):
     def saved_s(self) -> float:
         """Device-seconds a pruned run did not spend: what it used x (a full run's steps / the steps it ran - 1), an
         estimate that takes its time per step as constant. 0 for every other run."""
-        prune, used = self.prune, final_cost_s(self)
-        ran = (prune or {}).get("ran_to") or (prune or {}).get("step")
-        if prune is None or used is None or not isinstance(ran, (int, float)) or ran <= 0:
-            return 0.0
-        return max(0.0, used * (prune.get("full_steps", 0) / ran - 1))
+        return saved_s(self.prune, final_cost_s(self))
 
     def __getitem__(self, key: str) -> Any:
         return self._row[key]
@@ -200,6 +196,17 @@ def final_cost_s(run: Mapping[str, Any]) -> float | None:
         if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not positive):
             return float(value)
     return None
+
+
+def saved_s(prune: Mapping[str, Any] | None, used: float | None) -> float:
+    """Device-seconds that a run pruned by ``prune`` (its stored decision) did not spend, having used ``used`` on its
+    last attempt: ``used x (full_steps / steps it ran - 1)``, its time per step taken as constant. 0 without a
+    decision or a cost. The status, its JSON and the dashboard all count it so."""
+    ran = (prune or {}).get("ran_to") or (prune or {}).get("step")
+    full = (prune or {}).get("full_steps")
+    if used is None or not isinstance(ran, (int, float)) or ran <= 0 or not isinstance(full, (int, float)):
+        return 0.0
+    return max(0.0, used * (full / ran - 1))
 
 
 def spent_hours(runs: Iterable[Mapping[str, Any]]) -> tuple[float, float | None]:

@@ -5,17 +5,25 @@ default, and resume keeps PRUNED runs."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
+from rich.console import Console
 from sqlalchemy import update
 
+from dashboard import data
+from dashboard.reader import open_readonly
+from orchestrator.cli.status_text import print_study
 from orchestrator.errors import SpecError
 from orchestrator.execution.driver import run_study
 from orchestrator.execution.executor import RayExecutor
 from orchestrator.execution.pruning import Pruner
+from orchestrator.reporting.study_report import study_status
+from orchestrator.run_record import spent_hours
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 from orchestrator.store.models import RunModel
+from tests.test_dashboard import render
 
 
 def _feed(pruner: Pruner, key: str, values, group: str | None = None, start: int = 1) -> None:
@@ -142,6 +150,38 @@ def _check_reused(runs) -> None:
     assert any((start - r["started_at"]).total_seconds() < full for r, start in followed)
 
 
+def _check_accounting(store: Store, study: str, runs, monkeypatch) -> None:
+    """What pruning saved, per wave, is the same in `status` (text and JSON) and the dashboard; budgets count what
+    pruned runs used."""
+    saved = sum(r.saved_s for r in runs)
+    assert saved > 0
+    report = study_status(store, study, datetime.now(UTC))
+    assert sum(w["saved_s"] for w in report["waves"]) == pytest.approx(saved)
+    assert sum(w["pruned"] for w in report["waves"]) == report["pruned"]["runs"] == sum(r.status == "PRUNED"
+                                                                                        for r in runs)
+    assert report["pruned"]["saved_s"] == pytest.approx(saved) and report["failed"] == []
+    console = Console(width=250, record=True)
+    print_study(console, store, study)
+    text = console.export_text()
+    assert "pruning saved" in text and f"Pruned: {report['pruned']['runs']} runs stopped early" in text
+    assert "PRUNED run" not in text  # not listed as failures
+    loaded = data.load_study(open_readonly(store.url), study)
+    assert data.wave_progress(loaded)["saved_s"].sum() == pytest.approx(saved)
+    pruned = loaded.runs[loaded.runs["status"] == "PRUNED"].iloc[0]
+    assert data.prune_words(pruned["prune"], "loss").startswith(f"Pruned at step {pruned['prune']['step']} of 40")
+    at = render(store.url, monkeypatch, "Overview", study)
+    assert any(f"Pruning stopped {report['pruned']['runs']} runs early" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    progress = next(df.value for df in at.dataframe if "saved_gpu_hours" in df.value.columns)
+    assert progress["saved_gpu_hours"].sum() * 3600 == pytest.approx(saved)
+    at = render(store.url, monkeypatch, "Runs", study)
+    table = at.dataframe[0].value
+    assert table["pruned_at"].notna().sum() == report["pruned"]["runs"]
+    used = [r.cost_s for r in runs if r.status == "PRUNED"]
+    assert all(c and c > 0 for c in used)
+    assert spent_hours(runs)[0] * 3600 == pytest.approx(sum(r.cost_s for r in runs))
+
+
 @pytest.mark.slow
 def test_greedy_steps_are_pruned_and_a_late_bloomer_is_not(sqlite_url, tmp_path):
     # One GPU: the start point twice, then x = 1..7 one after another. Whatever order the cost model picks for them,
@@ -164,7 +204,8 @@ def test_greedy_steps_are_pruned_and_a_late_bloomer_is_not(sqlite_url, tmp_path)
 
 
 @pytest.mark.slow
-def test_designed_cells_run_to_the_end_unless_prune_all_and_resume_keeps_pruned_runs(sqlite_url, tmp_path):
+def test_designed_cells_run_to_the_end_unless_prune_all_and_resume_keeps_pruned_runs(sqlite_url, tmp_path,
+                                                                                    monkeypatch):
     # A grid on 2 GPUs, in waves of two: (1, 4), (2, 5), then (3, 0) and (7, 6) (the grid pairs the i-th level with
     # the (i + 4)-th). The first four run unjudged (4 values at a rung: fewer than 5); every other run is judged
     # against them: x = 3 (the late bloomer) is the best, x = 7, 0, 6 are clearly worse.
@@ -186,6 +227,7 @@ def test_designed_cells_run_to_the_end_unless_prune_all_and_resume_keeps_pruned_
             if run.status == "PRUNED":
                 _check_pruned(store, run)
         _check_reused(runs)
+        _check_accounting(store, "grid-all", runs, monkeypatch)
         # A driver dies: one COMPLETE run is left RUNNING. The next run of the study reruns it, and only it.
         keep = _by_x(runs)[1]
         with store.session() as s:

@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.reporting.best import best_value, print_best
-from orchestrator.reporting.report import lease_line, recorded_spec, split_line, wave_lines, wave_split, wave_table
+from orchestrator.reporting.report import (
+    lease_line,
+    recorded_spec,
+    saved_by_wave,
+    split_line,
+    wave_lines,
+    wave_split,
+    wave_table,
+)
 from orchestrator.reporting.tables import fits, table
 
 
@@ -48,7 +56,12 @@ def print_study(console: Console, db, study: str) -> None:
     if info.get("stop_reason"):
         stopped = info["stopped_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if info.get("stopped_at") else "-"
         console.print(f"Stopped ({stopped}): {info['stop_reason']}", highlight=False, soft_wrap=True, markup=False)
-    failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
+    if pruned := [r for r in runs if r["status"] == "PRUNED"]:
+        saved = sum(saved_by_wave(runs).values()) / 3600
+        console.print(f"Pruned: {len(pruned)} runs stopped early from their learning curves, an estimated "
+                      f"{saved:.3g} GPU-hours saved (what they used counts in the GPU-hours and the budget)",
+                      highlight=False, soft_wrap=True, markup=False)
+    failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING", "PRUNED")]
     for r in failed:
         console.print(f"[red]{r['status']}[/] run {r['run_id']} ({escape(str(r['error_kind']))}, {r['attempts']} "
                       f"attempts): {escape(str(r['error_message']))}", highlight=False, soft_wrap=True)

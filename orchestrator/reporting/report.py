@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.reporting.tables import table
-from orchestrator.run_record import metric_key, param_key
+from orchestrator.run_record import metric_key, param_key, records
 from orchestrator.wave_kinds import is_designed
 
 if TYPE_CHECKING:
@@ -147,16 +147,18 @@ def lease_line(lease: dict[str, Any] | None, now: datetime) -> str:
     return held
 
 
-WAVE_COLUMNS = ("wave", "kind", "why", "runs", "by status", "backfill", "idle", "deadline passed", "finished")
+WAVE_COLUMNS = ("wave", "kind", "why", "runs", "by status", "backfill", "idle", "pruning saved", "deadline passed",
+                "finished")
 
 
 def wave_rows(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """One row of :data:`WAVE_COLUMNS` per wave (``Store.waves``): its kind (designed, or proposed by a model or a
     space-filling sample: :func:`wave_kind`), why, runs by status, backfill runs, the idle device-seconds the driver
-    counted ("-" where it did not: waves recorded before it did, or still running), when the driver stopped waiting
-    for its stragglers, when it finished."""
+    counted ("-" where it did not: waves recorded before it did, or still running), the device-hours its pruned runs
+    did not spend (``saved_by_wave``), when the driver stopped waiting for its stragglers, when it finished."""
     counts: dict[int, dict[str, int]] = {}
     backfill: dict[int, int] = {}
+    saved = saved_by_wave(runs)
     for run in runs:
         by_status = counts.setdefault(run["wave"], {})
         by_status[run["status"]] = by_status.get(run["status"], 0) + 1
@@ -167,6 +169,7 @@ def wave_rows(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[t
         rows.append((str(wave["number"]), wave_kind(wave.get("design")), wave["reason"],
                      str(sum(by_status.values())), ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())),
                      str(backfill.get(wave["number"], 0)), _idle(wave),
+                     f"{saved[wave['number']] / 3600:.3g} GPU-h" if wave["number"] in saved else "-",
                      _utc(wave["deadline_at"]) if wave.get("deadline_at") else "-",
                      _utc(wave["finished_at"]) if wave["finished_at"] else "-"))
     return rows
@@ -186,8 +189,18 @@ def wave_lines(waves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[
         lines.append(f"Wave {cell['wave']}, {cell['kind']}: {cell['runs']} runs ({cell['by status'] or 'none'}), "
                      f"finished {cell['finished']}")
         lines.append(f"  why: {cell['why']}")
-        lines.append(f"  backfill {cell['backfill']}; idle {cell['idle']}; deadline passed {cell['deadline passed']}")
+        lines.append(f"  backfill {cell['backfill']}; idle {cell['idle']}; pruning saved {cell['pruning saved']}; "
+                     f"deadline passed {cell['deadline passed']}")
     return lines
+
+
+def saved_by_wave(runs: list[dict[str, Any]]) -> dict[int, float]:
+    """Wave -> device-seconds its pruned runs did not spend (``run_record.saved_s``), for the waves that have one."""
+    saved: dict[int, float] = {}
+    for run in records(runs):
+        if run.prune is not None:
+            saved[run.wave] = saved.get(run.wave, 0.0) + run.saved_s
+    return saved
 
 
 def _idle(wave: dict[str, Any]) -> str:

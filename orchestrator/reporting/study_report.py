@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.reporting.report import recorded_spec, wave_kind, wave_split
+from orchestrator.reporting.report import recorded_spec, saved_by_wave, wave_kind, wave_split
 from orchestrator.reporting.summary import TIE_RULE, best_cells
 from orchestrator.run_record import PARAM
 
@@ -35,7 +35,8 @@ def study_status(db, study: str, now: datetime) -> dict[str, Any]:
     runs, waves, info = db.runs(study), db.waves(study), db.study_info(study) or {}
     lease = db.lease(db.study_id(study))
     split = wave_split({w["number"]: w["design"] for w in waves}, (r["wave"] for r in runs))
-    failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING")]
+    failed = [r for r in runs if r["status"] not in ("COMPLETE", "PENDING", "RUNNING", "PRUNED")]
+    saved = saved_by_wave(runs)
     retried = [r for r in runs if r["attempts"] > 1 and r not in failed]
     logs = db.attempt_logs(study) if retried else {}
     metric, goal = spec["response"]["metric"], spec["response"]["goal"]
@@ -46,7 +47,8 @@ def study_status(db, study: str, now: datetime) -> dict[str, Any]:
                                               "expired": lease["until"] is not None and lease["until"] < now},
         "runs": {"total": len(runs), "by_status": db.status_counts(study), "designed": split.n_designed,
                  "proposed": split.n_proposed},
-        "waves": [_wave(w, [r for r in runs if r["wave"] == w["number"]]) for w in waves],
+        "waves": [_wave(w, [r for r in runs if r["wave"] == w["number"]], saved) for w in waves],
+        "pruned": {"runs": sum(r["status"] == "PRUNED" for r in runs), "saved_s": sum(saved.values())},
         "stop_reason": info.get("stop_reason"), "stopped_at": _iso(info.get("stopped_at")),
         "failed": [{"run_id": r["run_id"], "status": r["status"], "error_kind": r["error_kind"],
                     "attempts": r["attempts"], "error_message": r["error_message"]} for r in failed],
@@ -57,7 +59,7 @@ def study_status(db, study: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def _wave(wave: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _wave(wave: dict[str, Any], runs: list[dict[str, Any]], saved: dict[int, float]) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     for run in runs:
         by_status[run["status"]] = by_status.get(run["status"], 0) + 1
@@ -65,6 +67,7 @@ def _wave(wave: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
             "reason": wave["reason"], "runs": len(runs), "by_status": by_status,
             "backfill": sum(bool(r.get("backfill")) for r in runs), "idle_s": wave.get("idle_s"),
             "idle_unit": wave.get("idle_unit"), "capacity": wave.get("capacity"),
+            "pruned": by_status.get("PRUNED", 0), "saved_s": saved.get(wave["number"], 0.0),
             "deadline_at": _iso(wave.get("deadline_at")), "finished_at": _iso(wave.get("finished_at"))}
 
 
