@@ -114,14 +114,17 @@ class StrategySettings(_Frozen):
                           "the curve (analyze marks it). false: no pruning. See orchestrator/execution/pruning.py."
     )
     prune_after: StrictInt | StrictStr = Field(
-        "25%", description="The hold-off: no run is pruned before this step; a number of steps, or a share of a "
-                           "full run like '25%' (of the longest curve of a finished run)."
+        "50%", description="The hold-off: no run is pruned before this step; a number of steps, or a share of a "
+                           "full run like '50%' (of the longest curve of a finished run)."
     )
-    prune_rule: Literal["halving", "median"] = Field(
-        "halving", description="halving: asynchronous successive halving (ASHA), at rungs hold-off x 3^k a run "
-                               "continues if it is in the best third of the study's runs at that rung; median: at "
-                               "every step after the hold-off, a run stops if it is worse than the median of its "
-                               "peers at that step. Both by more than the replicate noise at that step."
+    prune_rule: Literal["bound", "halving", "median"] = Field(
+        "bound", description="bound: a run stops once even the good end of the 95% prediction interval of its "
+                             "final value (from the finished runs' curves) is worse than the best finished run; "
+                             "halving: asynchronous successive halving (ASHA), at rungs hold-off x 3^k a run "
+                             "continues if it is in the best third of the study's runs at that rung; median: at "
+                             "every step after the hold-off, a run stops if it is worse than the median of its "
+                             "peers at that step (halving and median by more than the replicate noise). Measured: "
+                             "docs/benchmarks.md."
     )
 
     @property

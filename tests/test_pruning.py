@@ -90,6 +90,25 @@ def test_the_median_rule_needs_a_margin_of_replicate_noise():
     assert decision.threshold == pytest.approx(1.2) and decision.note == ""
 
 
+def test_bound_stops_a_run_that_cannot_plausibly_beat_the_best_finished_run():
+    pruner = Pruner("bound", "minimize", ("share", 0.5))
+    # Finished runs whose finals follow their values at step 10 and how much they moved since step 5, with noise.
+    for i in range(12):
+        final = 1.0 + 0.1 * i
+        _feed(pruner, f"peer{i}", [final + (2.0 + 0.01 * (i % 3)) / s for s in range(1, 21)])
+        pruner.finished(f"peer{i}", final)
+    assert pruner.start() == 10
+    _feed(pruner, "hopeful", [0.98 + 2.0 / s for s in range(1, 11)])  # on course to beat the best final
+    assert pruner.judge("hopeful") is None
+    _feed(pruner, "hopeless", [2.5 + 2.0 / s for s in range(1, 10)])
+    assert pruner.judge("hopeless") is None  # step 9: before the hold-off
+    pruner.add("hopeless", "hopeless", 10, 2.5 + 0.2)
+    decision = pruner.judge("hopeless")
+    assert decision is not None and decision.rule == "bound" and decision.threshold == 1.0
+    assert decision.predicted == pytest.approx(2.5, abs=0.05) and decision.interval[0] > 1.0
+    assert decision.note == "the margin is the prediction interval"
+
+
 def test_no_decision_without_a_finished_run_to_size_a_share_or_too_few_peers():
     pruner = Pruner("median", "minimize", ("share", 0.25))
     for i in range(6):
@@ -188,7 +207,8 @@ def test_greedy_steps_are_pruned_and_a_late_bloomer_is_not(sqlite_url, tmp_path)
     # x = 6 and 7 are judged against the start runs and x = 1, 2 (1.5 and 1.2 at the rungs): clearly worse.
     spec = parse_spec({**CURVES, "study": "climb", "artifacts": str(tmp_path / "a"), "seeds": [0],
                        "factors": {"x": {"levels": list(range(8))}},
-                       "strategy": {"mode": "greedy", "max_waves": 2, "prune_after": HOLD_OFF}})
+                       "strategy": {"mode": "greedy", "max_waves": 2, "prune_after": HOLD_OFF,
+                                    "prune_rule": "halving"}})
     store = Store(sqlite_url)
     with RayExecutor(num_cpus=2, num_gpus=1) as executor:
         run_study(spec, store, executor)
@@ -214,11 +234,12 @@ def test_designed_cells_run_to_the_end_unless_prune_all_and_resume_keeps_pruned_
     store = Store(sqlite_url)
     with RayExecutor(num_cpus=2, num_gpus=2) as executor:
         run_study(parse_spec({**base, "study": "grid-default",
-                              "strategy": {"mode": "grid", "runs_per_wave": 2, "prune_after": HOLD_OFF}}),
+                              "strategy": {"mode": "grid", "runs_per_wave": 2, "prune_after": HOLD_OFF,
+                                           "prune_rule": "halving"}}),
                   store, executor)
         assert {r.status for r in store.runs("grid-default")} == {"COMPLETE"}  # designed: never pruned
-        spec = parse_spec({**base, "study": "grid-all", "strategy": {"mode": "grid", "runs_per_wave": 2,
-                                                                     "prune": "all", "prune_after": HOLD_OFF}})
+        spec = parse_spec({**base, "study": "grid-all", "strategy": {
+            "mode": "grid", "runs_per_wave": 2, "prune": "all", "prune_after": HOLD_OFF, "prune_rule": "halving"}})
         run_study(spec, store, executor)
         runs = store.runs("grid-all")
         assert {r.levels["x"] for r in sorted(runs, key=lambda r: r["started_at"])[:4]} == {1, 2, 4, 5}

@@ -158,8 +158,9 @@ class Attempts:
             return self._failure(self.live[ref], "worker_died", f"{type(exc).__name__}: {exc}")
         return RunResult(**raw)
 
-    def step(self, poll: Callable[[], None] | None = None) -> Iterator[Event]:
-        """Wait up to 0.5 s for an attempt to end, and yield what happened meanwhile (``poll`` is called first)."""
+    def step(self, poll: Callable[[], None] | None = None, wait_s: float = 0.5) -> Iterator[Event]:
+        """Wait up to ``wait_s`` for an attempt to end, and yield what happened meanwhile (``poll`` is called
+        first)."""
         import ray
 
         if poll is not None:
@@ -167,7 +168,7 @@ class Attempts:
         if not self.live:
             time.sleep(0.05)  # nothing runs: the driver is about to submit or to stop
             return
-        ready, _ = ray.wait(list(self.live), num_returns=1, timeout=0.5)
+        ready, _ = ray.wait(list(self.live), num_returns=1, timeout=wait_s)
         # Drain after wait: a task's events are all in the inbox before its result is ready.
         yield from self.drain()
         for ref in ready:

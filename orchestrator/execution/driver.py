@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 _DONE = {"grid": "every cell of the full factorial is recorded"}
 IDLE_FLUSH_S = 5.0  # how often idle device-seconds are written (and at every wave's end)
 REPLICATE_AMONG = 3  # backfill spreads replicates over the wave's best few points
+PRUNE_WAIT_S = 0.1  # the loop's turn while prunable runs are live (0.5 s otherwise): one inbox drain per turn
 
 
 @dataclass
@@ -131,7 +132,7 @@ class RunLoop:
                 if not attempts.live and not self.sched.queue and self.stop is not None:
                     break  # (with nothing live and no stop, the next loop releases a wave)
                 free = self.sched.free()
-                for event in list(attempts.step(self.lease.check)):
+                for event in list(attempts.step(self.lease.check, self._wait_s())):
                     self._record(event)
                 self.sched.tick(free)  # the wait, at what was free during it
                 self._deadlines()
@@ -139,6 +140,11 @@ class RunLoop:
                     self._flush_idle()
             self._flush_idle()
         return self.stop
+
+    def _wait_s(self) -> float:
+        """How long a turn of the loop waits for a run to end: less while a prunable run is live, so that a pruned
+        run learns it within a step or two of the decision (its curve is read once per turn)."""
+        return PRUNE_WAIT_S if self.prunable and not self.prunable.isdisjoint(self.attempts.current) else 0.5
 
     # --- releasing waves -------------------------------------------------------------------------------------------
 
@@ -246,6 +252,7 @@ class RunLoop:
 
     def _ended_run(self, key: str, result) -> None:
         self.ran += 1
+        self.prunable.discard(key)
         wave = self.open[self.wave_of[key]]
         wave.cells.discard(key)
         if key in wave.design:

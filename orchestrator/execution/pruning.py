@@ -7,9 +7,12 @@ finished, running or pruned, designed or not) at the same step, never before the
   value is among the best third of the values recorded at that rung (itself included), at least 5 of them.
 - **median** (Optuna's MedianPruner): at every reported step after the hold-off, a run stops if it is worse than the
   median of at least 4 peers at that step.
+- **bound**: at every reported step after the hold-off, a run stops if even the good end of the 95% prediction
+  interval of its final value (``predict_final``, from its value at the step and how much it moved over the second
+  half of the steps so far) is worse than the best final value of a finished run: it cannot plausibly become the best.
 
-Either way only by more than the noise: the pooled SD at that step of runs sharing their levels (replicates;
-none: no margin, and the decision says so). The decision keeps the numbers that made it, and the final value the
+halving and median compare with peers only by more than the noise: the pooled SD at that step of runs sharing their
+levels (replicates; none: no margin, and the decision says so); bound's margin is its prediction interval. The decision keeps the numbers that made it, and the final value the
 curve predicts (``predict_final``), which the strategies' models are told instead of a result the run never had.
 
 Pure: the run loop feeds it curve points and finished results, and acts on its decisions (``driver.py``).
@@ -137,7 +140,21 @@ class Pruner:
             return None  # as far as a full run goes: stopping it saves nothing
         if self.rule == "halving":
             return self._halving(key, curve, max(start, 1), full)
+        if self.rule == "bound":
+            return self._bound(key, curve, full)
         return self._median(key, curve, full)
+
+    def _bound(self, key: str, curve: Curve, full: int | None) -> Decision | None:
+        step = curve.last
+        predicted, interval = self.predict_final(step, curve.at(step), curve.at(step // 2))
+        if predicted is None or not self.finals:
+            return None
+        best = min(self.finals.values(), key=lambda v: self.sign * v)
+        hopeful = interval[0] if self.sign > 0 else interval[1]  # the end of the interval on the good side
+        if self.sign * (hopeful - best) <= 0:
+            return None
+        return Decision("bound", step, curve.at(step), best, 0.0, len(self.finals), full or step, None, predicted,
+                        interval, "the margin is the prediction interval")
 
     def _halving(self, key: str, curve: Curve, start: int, full: int | None) -> Decision | None:
         rung = start
@@ -181,21 +198,34 @@ class Pruner:
             return 0.0, "no replicates at this step: no noise margin"
         return math.sqrt(sum((n - 1) * var for n, var in sizes) / dof), ""
 
-    def predict_final(self, step: int, value: float) -> tuple[float | None, tuple[float, float] | None]:
-        """The final value of a run worth ``value`` at ``step``, by least squares of the finished runs' finals on
-        their values at ``step``, with its prediction interval; (None, None) with fewer than MIN_FIT of them."""
-        pairs = [(v, self.finals[k]) for k in self.finals if (c := self.curves.get(k)) and (v := c.at(step)) is not None]
-        if len(pairs) < MIN_FIT:
-            return None, None
+    def predict_final(self, step: int, value: float, half: float | None = None,
+                      ) -> tuple[float | None, tuple[float, float] | None]:
+        """The final value of a run worth ``value`` at ``step`` (and ``half`` at ``step // 2``: how fast it still
+        moves), by least squares of the finished runs' finals on the same, with its prediction interval; (None,
+        None) with fewer than MIN_FIT finished runs reaching ``step``."""
+        import numpy as np
         from scipy import stats
 
-        xs, ys = zip(*pairs)
-        n, mx, my = len(xs), statistics.fmean(xs), statistics.fmean(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        if sxx == 0:
+        rows, finals = [], []
+        for k, final in self.finals.items():
+            c = self.curves.get(k)
+            if c is None or (v := c.at(step)) is None:
+                continue
+            h = c.at(step // 2) if half is not None else None
+            if half is not None and h is None:
+                continue
+            rows.append([1.0, v] + ([v - h] if half is not None else []))
+            finals.append(final)
+        x0 = np.array([1.0, value] + ([value - half] if half is not None else []))
+        if len(finals) < max(MIN_FIT, len(x0) + 2):
             return None, None
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-        fit = my + slope * (value - mx)
-        resid = sum((y - (my + slope * (x - mx))) ** 2 for x, y in zip(xs, ys)) / (n - 2)
-        half = stats.t.ppf(0.5 + LEVEL / 2, n - 2) * math.sqrt(resid * (1 + 1 / n + (value - mx) ** 2 / sxx))
-        return fit, (fit - half, fit + half)
+        x, y = np.array(rows), np.array(finals)
+        xtx = x.T @ x
+        if np.linalg.matrix_rank(xtx) < len(x0):
+            return None, None
+        coef = np.linalg.solve(xtx, x.T @ y)
+        dof = len(y) - len(x0)
+        sigma2 = float(np.sum((y - x @ coef) ** 2) / dof)
+        fit = float(x0 @ coef)
+        width = float(stats.t.ppf(0.5 + LEVEL / 2, dof) * math.sqrt(sigma2 * (1 + x0 @ np.linalg.solve(xtx, x0))))
+        return fit, (fit - width, fit + width)
