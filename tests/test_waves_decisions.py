@@ -306,10 +306,14 @@ class _InProcessAttempts:
     def submit(self, job, number, alone):
         self.live[job.cell.key] = job
 
+    @property
+    def current(self):  # cell key -> its live attempt, as Attempts has it
+        return self.live
+
     def running_for(self, key):
         return None
 
-    def step(self, poll=None):
+    def step(self, poll=None, wait_s=0.5):
         jobs, self.live = list(self.live.values()), {}
         for job in jobs:
             now = datetime.now(UTC)
