@@ -7,19 +7,21 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 from rich.console import Console
 from sqlalchemy import update
 
 from dashboard import data
 from dashboard.reader import open_readonly
+from orchestrator.analysis.runs import select_runs
 from orchestrator.cli.status_text import print_study
 from orchestrator.errors import SpecError
 from orchestrator.execution.driver import run_study
 from orchestrator.execution.executor import RayExecutor
 from orchestrator.execution.pruning import Pruner
 from orchestrator.reporting.study_report import study_status
-from orchestrator.run_record import spent_hours
+from orchestrator.run_record import RunRecord, spent_hours
 from orchestrator.spec import parse_spec
 from orchestrator.store import Store
 from orchestrator.store.models import RunModel
@@ -118,6 +120,26 @@ def test_no_decision_without_a_finished_run_to_size_a_share_or_too_few_peers():
     for i in range(4):
         _feed(few, f"r{i}", [float(i)] * 5)
     assert few.judge("r3") is None  # 4 values at the rung: fewer than 5
+
+
+def test_analyze_leaves_pruned_runs_out_and_says_so():
+    frame = pd.DataFrame({"x": [0, 1, 0, 1], "loss": [1.0, 2.0, None, None],
+                          "status": ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]})
+    selection = select_runs(frame, "loss")
+    assert len(selection.runs) == 2 and selection.excluded == {"PRUNED": 2}
+    assert any(n.startswith("2 PRUNED run(s) excluded") for n in selection.notes), selection.notes
+
+
+def test_a_pruned_run_tells_the_model_its_predicted_final_and_counts_what_it_saved():
+    head = {"status": "PRUNED", "prune": {"step": 10, "ran_to": 12, "full_steps": 40, "value": 3.0,
+                                          "predicted": 2.5}}
+    run = RunRecord.build(head, {"x": 1}, {"gpu_s": 6.0})
+    assert run.value("loss") is None and run.estimate("loss") == 2.5
+    assert run.saved_s == pytest.approx(6.0 * (40 / 12 - 1))
+    no_fit = RunRecord.build({**head, "prune": {**head["prune"], "predicted": None}}, {"x": 1}, {"gpu_s": 6.0})
+    assert no_fit.estimate("loss") == 3.0  # its value at the step: pessimistic for an improving curve
+    done = RunRecord.build({"status": "COMPLETE", "prune": head["prune"]}, {"x": 1}, {"loss": 1.0, "gpu_s": 9.0})
+    assert done.prune is None and done.saved_s == 0 and done.estimate("loss") == 1.0
 
 
 def test_the_spec_refuses_a_hold_off_it_cannot_read():
