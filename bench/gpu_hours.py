@@ -102,6 +102,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `bench` is not an installed package
 
+from bench.scheduling import fresh_ray
+from bench.search_methods import suggest
 from experiments import curves
 from experiments.surface import Surface
 from experiments.surfaces import SURFACES, get_surface
@@ -132,8 +134,8 @@ class Config:
     step_s: float
     waves: int
     hold_off: int  # steps: the peers' pruners (ASHA's grace period, Hyperband's min resource)
-    wavesweep_hold_off: int | None = None  # steps; None: wavesweep's default (strategy.prune_after)
     trials: int | None
+    wavesweep_hold_off: int | None = None  # steps; None: wavesweep's default (strategy.prune_after)
 
 
 @dataclass
@@ -190,19 +192,6 @@ def read_log(path: Path) -> list[Run]:
 
 
 # --- wavesweep ---------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fresh_ray(gpus: int):
-    """A local Ray of its own for one method: no worker survives from another side's run."""
-    import ray
-
-    ray.init(num_cpus=SLOTS, num_gpus=gpus, include_dashboard=False, _temp_dir="/tmp/rgpuh", log_to_driver=False,
-             logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def wavesweep_spec(surface: Surface, study: str, cfg: Config, method: str, rep: int, log: Path, artifacts: Path,
@@ -347,13 +336,7 @@ def run_hyperband(surface: Surface, cfg: Config, rep: int, trials: int, workdir:
     study = optuna.create_study(direction=surface.goal, sampler=sampler, pruner=pruner)
 
     def objective(trial) -> float:
-        params = {}
-        for name, box in surface.factors.items():
-            log_scale = box.scale == "log"
-            if box.integer:
-                params[name] = trial.suggest_int(name, int(box.low), int(box.high), log=log_scale)
-            else:
-                params[name] = trial.suggest_float(name, box.low, box.high, log=log_scale)
+        params = suggest(trial, surface)
 
         def report(step: int, value: float) -> None:
             trial.report(value, step)

@@ -127,11 +127,12 @@ def figures(starts: list, ends: list, t0: float, wall: float, planned: list[floa
 
 
 @contextlib.contextmanager
-def fresh_ray():
-    """A local Ray of its own for one configuration: no worker survives from another side's run."""
+def fresh_ray(gpus: int = SLOTS):
+    """A local Ray of its own (16 CPUs, ``gpus`` logical GPUs) for one configuration: no worker survives from another
+    side's run. bench/gpu_hours.py uses it too."""
     import ray
 
-    ray.init(num_cpus=SLOTS, num_gpus=SLOTS, include_dashboard=False, _temp_dir="/tmp/rsched", log_to_driver=False,
+    ray.init(num_cpus=SLOTS, num_gpus=gpus, include_dashboard=False, _temp_dir="/tmp/rsched", log_to_driver=False,
              logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         yield

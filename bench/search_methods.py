@@ -114,7 +114,8 @@ def search_greedy(surface: Surface, budget: int, rep: int) -> Search:
     return Search(points, [r["metric.y"] for r in runs], _batches(runs))
 
 
-def _suggest(trial, surface: Surface) -> dict:
+def suggest(trial, surface: Surface) -> dict:
+    """An Optuna trial's point in the surface's box (log factors on a log scale, integers as integers)."""
     params = {}
     for name, box in surface.factors.items():
         log = box.scale == "log"
@@ -140,7 +141,7 @@ def optuna_batches(surface: Surface, budget: int, rep: int, sampler, batch: int)
         asked = []
         for _ in range(min(batch, budget - len(points))):
             trial = study.ask()
-            asked.append((trial, _suggest(trial, surface)))
+            asked.append((trial, suggest(trial, surface)))
         # No result of this batch is known to the sampler before the whole batch is drawn.
         if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) != told or any(
                 t.state != TrialState.RUNNING for t in study.get_trials(deepcopy=False)[told:]):
