@@ -103,6 +103,7 @@ class RunLoop:
         self._flushed = time.monotonic()
         self.pruner = self._pruner(runs) if limits.prune is not False else None
         self.prunable: set[str] = set()  # cell keys the pruner may stop
+        self.group_of: dict[str, str] = {}  # cell key -> its replicate group (_group), made once per queued cell
         self.decided: dict[str, dict] = {}  # cell key -> the decision that stopped it, until it ends
 
     def _pruner(self, runs: list[RunRecord]) -> Pruner:
@@ -190,8 +191,10 @@ class RunLoop:
             self._queue(cell, number, prunable)
 
     def _queue(self, cell: Cell, number: int, prunable: bool) -> None:
-        if prunable and self.pruner is not None:
-            self.prunable.add(cell.key)
+        if self.pruner is not None:
+            self.group_of[cell.key] = _group(cell.levels)
+            if prunable:
+                self.prunable.add(cell.key)
         params, inputs = substitute({**self.spec.fixed, **cell.levels, "seed": cell.seed}, self.resolved)
         artifact_dir = run_location(self.spec.artifacts, self.spec.study, cell.key)
         job = Job(cell, params, artifact_dir, run_request(self.spec, params), inputs)
@@ -239,9 +242,9 @@ class RunLoop:
             return
         metric, moved = self.spec.response.metric, set()
         for key, step, metrics in points:
-            if (value := metrics.get(metric)) is None or key not in self.jobs:
+            if (value := metrics.get(metric)) is None or key not in self.group_of:
                 continue
-            self.pruner.add(key, _group(self.jobs[key].cell.levels), step, value)
+            self.pruner.add(key, self.group_of[key], step, value)
             if key in self.prunable and key not in self.decided:
                 moved.add(key)
         for key in moved:

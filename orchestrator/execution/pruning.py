@@ -12,8 +12,9 @@ finished, running or pruned, designed or not) at the same step, never before the
   half of the steps so far) is worse than the best final value of a finished run: it cannot plausibly become the best.
 
 halving and median compare with peers only by more than the noise: the pooled SD at that step of runs sharing their
-levels (replicates; none: no margin, and the decision says so); bound's margin is its prediction interval. The decision keeps the numbers that made it, and the final value the
-curve predicts (``predict_final``), which the strategies' models are told instead of a result the run never had.
+levels (replicates; none: no margin, and the decision says so); bound's margin is its prediction interval. The
+decision keeps the numbers that made it, and the final value the curve predicts (``predict_final``), which the
+strategies' models are told instead of a result the run never had.
 
 Pure: the run loop feeds it curve points and finished results, and acts on its decisions (``driver.py``).
 """
