@@ -3,7 +3,7 @@ Tune ASHA, Optuna Hyperband, and greedy on one GPU.
 
     .venv/bin/python bench/gpu_hours.py [--surfaces llm_finetune,hartmann6,rosenbrock] [--reps 1]
         [--methods waves,prune,asha,hyperband,greedy] [--steps 60] [--step-s 0.1] [--waves 6] [--hold-off 0.25]
-        [--wavesweep-hold-off SHARE] [--trials N] [--target REGRET] [--quick] [--json PATH]
+        [--wavesweep-hold-off SHARE] [--trials N] [--target REGRET] [--shape exp|wsd] [--quick] [--json PATH]
 
 Run it from the repository root. ``--quick``: llm_finetune only, one repetition, 30 steps, 3 waves (a few minutes).
 
@@ -49,7 +49,8 @@ the start-up, call to first run start, is printed apart and is not in the wall c
 (waves: its designed first wave; Optuna: 16 random startup trials; Tune's random search has no model). Every
 pruner at its own recommended setting: ASHA and Hyperband with a hold-off of ``--hold-off`` (25%) and a reduction
 factor of 3, wavesweep with its defaults (a longer hold-off, 50%, which it chose by measuring: docs/benchmarks.md;
-``--wavesweep-hold-off 0.25`` gives it the peers'). Log-scale factors are log-scale, integer factors integer, in every sampler.
+``--wavesweep-hold-off 0.25`` gives it the peers'). Log-scale factors are log-scale, integer factors integer, in
+every sampler.
 
 Measured, from the runs themselves: every run appends a line per executed step to a log (``experiments.curves.train``:
 the step and the wall clock ``time.time()``), before it reports the step, so a pruned run's steps count whatever
@@ -136,6 +137,7 @@ class Config:
     hold_off: int  # steps: the peers' pruners (ASHA's grace period, Hyperband's min resource)
     trials: int | None
     wavesweep_hold_off: int | None = None  # steps; None: wavesweep's default (strategy.prune_after)
+    shape: str = "exp"  # the curves' family (experiments/curves.py)
 
 
 @dataclass
@@ -191,7 +193,7 @@ def read_log(path: Path) -> list[Run]:
     return list(runs.values())
 
 
-# --- wavesweep ---------------------------------------------------------------------------------------------------------
+# --- wavesweep --------------------------------------------------------------------------------------------------------
 
 
 def wavesweep_spec(surface: Surface, study: str, cfg: Config, method: str, rep: int, log: Path, artifacts: Path,
@@ -214,7 +216,8 @@ def wavesweep_spec(surface: Surface, study: str, cfg: Config, method: str, rep: 
         strategy["prune_after"] = cfg.wavesweep_hold_off
     return parse_spec({
         "study": study, "experiment": "experiments.curves:run", "artifacts": str(artifacts),
-        "fixed": {"surface": surface.name, "steps": cfg.steps, "step_s": cfg.step_s, "step_log": str(log)},
+        "fixed": {"surface": surface.name, "steps": cfg.steps, "step_s": cfg.step_s, "step_log": str(log),
+                  "shape": cfg.shape},
         "factors": factors, "response": {"metric": curves.METRIC, "goal": surface.goal},
         "strategy": strategy,
         "resources": {"gpus_per_run": 1, "cpus_per_run": 1, "max_runs_per_worker": 1000, "warm_reuse": True},
@@ -280,7 +283,7 @@ def run_asha(surface: Surface, cfg: Config, rep: int, trials: int, workdir: Path
 
     log = workdir / f"asha-{surface.name}-{rep}.jsonl"
     space: dict[str, Any] = {"surface": surface.name, "steps": cfg.steps, "step_s": cfg.step_s, "seed": rep,
-                             "step_log": str(log)}
+                             "step_log": str(log), "shape": cfg.shape}
     for name, box in surface.factors.items():
         log_scale = box.scale == "log"
         if box.integer:
@@ -298,7 +301,7 @@ def run_asha(surface: Surface, cfg: Config, rep: int, trials: int, workdir: Path
             tune_.report({curves_.METRIC: value})
 
         curves_.train(config["surface"], config, config["steps"], config["step_s"], config["seed"], report,
-                      step_log=config["step_log"], key=tune_.get_context().get_trial_id())
+                      step_log=config["step_log"], key=tune_.get_context().get_trial_id(), shape_name=config["shape"])
 
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.steps, grace_period=cfg.hold_off,
                               reduction_factor=ETA)
@@ -344,7 +347,7 @@ def run_hyperband(surface: Surface, cfg: Config, rep: int, trials: int, workdir:
                 raise optuna.TrialPruned()
 
         return curves.train(surface.name, params, cfg.steps, cfg.step_s, rep, report, step_log=str(log),
-                            key=f"trial-{trial.number}")
+                            key=f"trial-{trial.number}", shape_name=cfg.shape)
 
     t_call = time.time()
     with warnings.catch_warnings():
@@ -357,7 +360,7 @@ def run_hyperband(surface: Surface, cfg: Config, rep: int, trials: int, workdir:
     return Raw(read_log(log), t_call, t_return, {"states": dict(states)})
 
 
-# --- figures -----------------------------------------------------------------------------------------------------------
+# --- figures ----------------------------------------------------------------------------------------------------------
 
 
 def gpu_hours(steps: int) -> float:
@@ -446,14 +449,28 @@ def summarize(surface: Surface, raws: dict[str, list[Raw]], cfg: Config, target_
                 if a.get(key) is not None and b.get(key) and math.isfinite(b.get(key))]
         return _median(vals)
 
+    # Against greedy at the regret greedy itself reached (per repetition): the same answer, whoever gets it first.
+    at_greedy: dict[str, list[tuple[float, float]]] = {}
+    for m, rs in raws.items():
+        for raw, g_raw in zip(rs, raws.get("greedy", []) if m != "greedy" else []):
+            g_regret = figures(surface, g_raw, cfg, None)["regret"]
+            mine, theirs = figures(surface, raw, cfg, g_regret), figures(surface, g_raw, cfg, g_regret)
+            if mine["reached"] and theirs["reached"] and mine["wall_to_s"] and mine["gpu_h_to"]:
+                at_greedy.setdefault(m, []).append((theirs["wall_to_s"] / mine["wall_to_s"],
+                                                    mine["gpu_h_to"] / theirs["gpu_h_to"]))
+
     rows = {}
     for m, figs in per.items():
+        pairs = at_greedy.get(m, [])
         rows[m] = {
+            "at_greedy_wall_x": _median([a for a, _ in pairs]), "at_greedy_gpu_h": _median([b for _, b in pairs]),
+            "at_greedy_reps": len(pairs),
             "runs": _median([f["runs"] for f in figs]), "complete": _median([f.get("complete") for f in figs]),
             "regret": _median([f["regret"] for f in figs]), "reached": sum(f["reached"] for f in figs),
             "reps": len(figs), "gpu_h_to": _median([f.get("gpu_h_to") for f in figs]),
             "wall_to_s": _median([f.get("wall_to_s") for f in figs]), "gpu_h": _median([f.get("gpu_h") for f in figs]),
-            "wall_s": _median([f.get("wall_s") for f in figs]), "startup_s": _median([f.get("startup_s") for f in figs]),
+            "wall_s": _median([f.get("wall_s") for f in figs]),
+            "startup_s": _median([f.get("startup_s") for f in figs]),
             "call_s": _median([f.get("call_s") for f in figs]), "load_1m": _median([f.get("load_1m") for f in figs]),
             "gpu_h_vs_waves": ratio(m, "waves", "gpu_h"), "gpu_h_to_vs_waves": ratio(m, "waves", "gpu_h_to"),
             "gpu_h_to_vs_asha": ratio(m, "asha", "gpu_h_to"),
@@ -473,7 +490,8 @@ def report(surface: Surface, res: dict, cfg: Config) -> None:
     print(f"  {'method':35s} {'runs':>5s} {'full':>5s} {'regret':>8s} {'reached':>7s} {'GPU-h>tgt':>9s} "
           f"{'wall>tgt':>8s} {'GPU-h':>7s} {'wall s':>7s} {'start s':>7s} {'call s':>7s} {'load':>5s}")
     for m, r in rows.items():
-        print(f"  {LABELS[m]:35s} {_f(r['runs'], '.0f'):>5s} {_f(r['complete'], '.0f'):>5s} {_f(r['regret'], '.4f'):>8s} "
+        print(f"  {LABELS[m]:35s} {_f(r['runs'], '.0f'):>5s} {_f(r['complete'], '.0f'):>5s} "
+              f"{_f(r['regret'], '.4f'):>8s} "
               f"{str(r['reached']) + '/' + str(r['reps']):>7s} "
               f"{_f(r['gpu_h_to'], '.2f') if r['reached'] else 'never':>9s} "
               f"{_f(r['wall_to_s'], '.1f') if r['reached'] else 'never':>8s} {_f(r['gpu_h'], '.2f'):>7s} "
@@ -527,6 +545,12 @@ def verdicts(surface: Surface, res: dict) -> list[str]:
             ok = speed is not None and speed >= 8 and gpu is not None and gpu <= 1.0
             out.append(f"{surface.name} {m}: vs greedy on 1 GPU ({basis}): {bound[0]}{_f(speed, '.1f')}x faster "
                        f"(>= 8), {bound[1]}{_f(gpu, '.2f')}x its GPU-h (<= 1): {'yes' if ok else 'no'}")
+            if r["at_greedy_reps"]:
+                speed, gpu = r["at_greedy_wall_x"], r["at_greedy_gpu_h"]
+                ok = speed >= 8 and gpu <= 1.0
+                out.append(f"{surface.name} {m}: vs greedy at greedy's own final regret ({r['at_greedy_reps']} reps): "
+                           f"{_f(speed, '.1f')}x faster (>= 8), {_f(gpu, '.2f')}x its GPU-h (<= 1): "
+                           f"{'yes' if ok else 'no'}")
     return out
 
 
@@ -545,6 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=None,
                         help="runs per method (default: as many as the waves study ran in the same repetition)")
     parser.add_argument("--target", type=float, default=None, help="target regret (default: from the waves study)")
+    parser.add_argument("--shape", default="exp", choices=curves.SHAPES, help="curve family: experiments/curves.py")
     parser.add_argument("--quick", action="store_true", help="llm_finetune, 1 rep, 30 steps, 3 waves")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -554,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = Config(steps=steps, step_s=args.step_s, waves=args.waves or (3 if args.quick else 6),
                  hold_off=max(1, math.ceil(args.hold_off * steps)), trials=args.trials,
                  wavesweep_hold_off=None if args.wavesweep_hold_off is None
-                 else max(1, math.ceil(args.wavesweep_hold_off * steps)))
+                 else max(1, math.ceil(args.wavesweep_hold_off * steps)), shape=args.shape)
     reps = args.reps or 1
     methods = _names(args.methods, list(LABELS), "methods")
     methods.sort(key=lambda m: m != "waves")  # waves first: it sets the others' trial count
@@ -594,8 +619,8 @@ def main(argv: list[str] | None = None) -> None:
           "reached: repetitions that reached the target; GPU-h>tgt, wall>tgt: GPU-hours (executed steps / 60) and "
           "real seconds from the first run start until the target was reached; GPU-h, wall s: in all; start s: "
           "call to first run start (not in the wall); call s: the whole call; load: 1-minute load average of this "
-          "machine right after the method (other work on the same cores slows every wall clock). GPU-h/waves etc.: ratios per "
-          "repetition, median; greedy wall x: greedy's wall / this method's (its speed-up on 16 GPUs).")
+          "machine right after the method (other work on the same cores slows every wall clock). GPU-h/waves etc.: "
+          "ratios per repetition, median; greedy wall x: greedy's wall / this method's (its speed-up on 16 GPUs).")
     print(f"{time.time() - started:.0f} s in all")
     print()
     for line in verdict_lines:

@@ -1,7 +1,7 @@
 """Which pruning rule and hold-off: a waves study driven in lockstep on the learning-curve workload, no Ray.
 
     .venv/bin/python bench/prune_rules.py [--surfaces llm_finetune,hartmann6] [--reps 3]
-        [--configs false:bound:50%,true:bound:50%,true:halving:25%,...] [--steps 40] [--waves 6]
+        [--configs false:bound:50%,true:bound:50%,true:halving:25%,...] [--steps 40] [--waves 6] [--shape exp|wsd]
 
 Run it from the repository root. Per surface and configuration (``prune:rule:hold-off``), ``--reps`` studies of mode
 waves (16 runs a wave, ``--waves`` waves, seeds 0..reps-1) run as the driver would run them, but with every run of
@@ -41,7 +41,8 @@ from orchestrator.wave_kinds import GREEDY, is_designed
 SLOTS = 16
 
 
-def study(surface_name: str, rep: int, prune, rule: str, hold: str, steps: int, waves: int) -> dict:
+def study(surface_name: str, rep: int, prune, rule: str, hold: str, steps: int, waves: int,
+          shape: str = "exp") -> dict:
     """One lockstep study: its run-equivalents, final regret, pruned runs, waves and wrong decisions."""
     surface = get_surface(surface_name)
     spec = surface.spec(f"rules-{rep}", mode="waves", runs_per_wave=SLOTS, max_waves=waves, seeds=[rep])
@@ -57,7 +58,7 @@ def study(surface_name: str, rep: int, prune, rule: str, hold: str, steps: int, 
     while (plan := strategy.next_wave(known, SLOTS, runs)) is not None:
         wave += 1
         prunable = prune == "all" or (prune is not False and (not is_designed(plan.design) or plan.design == GREEDY))
-        values = {c.key: curves.curve(surface_name, c.levels, steps, c.seed) for c in plan.cells}
+        values = {c.key: curves.curve(surface_name, c.levels, steps, c.seed, shape) for c in plan.cells}
         alive = {c.key: c for c in plan.cells}
         for step in range(1, steps + 1):
             for key, cell in alive.items():
@@ -91,14 +92,16 @@ def main(argv: list[str] | None = None) -> None:
                                              "true:halving:50%,true:median:25%,all:bound:50%")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--waves", type=int, default=6)
+    parser.add_argument("--shape", default="exp", choices=curves.SHAPES, help="curve family: experiments/curves.py")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")  # the GP's Cholesky jitter notes
     for name in args.surfaces.split(","):
-        print(f"{name}: {args.reps} reps, {args.waves} waves x {SLOTS}, {args.steps} steps a run", flush=True)
+        print(f"{name}: {args.reps} reps, {args.waves} waves x {SLOTS}, {args.steps} steps a run, {args.shape} curves",
+              flush=True)
         for config in args.configs.split(","):
             prune, rule, hold = config.split(":")
             prune = {"true": True, "false": False}.get(prune, prune)
-            rows = [study(name, rep, prune, rule, hold, args.steps, args.waves) for rep in range(args.reps)]
+            rows = [study(name, rep, prune, rule, hold, args.steps, args.waves, args.shape) for rep in range(args.reps)]
             regrets = [r["regret"] for r in rows]
             print(f"  {config:18} run-equivalents {statistics.fmean(r['run_equivalents'] for r in rows):5.1f}  "
                   f"regret median {statistics.median(regrets):.4f} mean {statistics.fmean(regrets):.4f}  "

@@ -8,12 +8,13 @@ finished, running or pruned, designed or not) at the same step, never before the
 - **median** (Optuna's MedianPruner): at every reported step after the hold-off, a run stops if it is worse than the
   median of at least 4 peers at that step.
 - **bound**: at every reported step after the hold-off, a run stops if even the good end of the 95% prediction
-  interval of its final value (``predict_final``, from its value at the step and how much it moved over the second
-  half of the steps so far) is worse than the best final value of a finished run: it cannot plausibly become the best.
+  interval of its final value (``predict``: ``extrapolate.py``, the run's own curve extrapolated, or its peers'
+  finals regressed on their curves, whichever has the better record on the finished runs at that step) is worse than
+  the best final value of a finished run: it cannot plausibly become the best.
 
 halving and median compare with peers only by more than the noise: the pooled SD at that step of runs sharing their
 levels (replicates; none: no margin, and the decision says so); bound's margin is its prediction interval. The
-decision keeps the numbers that made it, and the final value the curve predicts (``predict_final``), which the
+decision keeps the numbers that made it, and the final value the curve predicts (``predict``), which the
 strategies' models are told instead of a result the run never had.
 
 Pure: the run loop feeds it curve points and finished results, and acts on its decisions (``driver.py``).
@@ -26,10 +27,14 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+from orchestrator.execution import extrapolate
+from orchestrator.execution.extrapolate import Prediction
+
 ETA = 3  # halving keeps the best 1/ETA at each rung; rungs are hold-off x ETA^k
 MIN_RUNG = 5  # halving: values at a rung, the run's own included, before it decides
 MIN_PEERS = 4  # median: peers at the step before it decides
-MIN_FIT = 5  # finished runs needed to predict a final value from the curve
 LEVEL = 0.95  # of the prediction interval
 
 
@@ -49,6 +54,7 @@ class Decision:
     predicted: float | None = None
     interval: tuple[float, float] | None = None
     note: str = ""
+    predictor: str = ""  # which of extrapolate's predictors gave ``predicted``
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -98,6 +104,7 @@ class Pruner:
         self.finals: dict[str, float] = {}  # finished runs' final values
         self.groups: dict[str, str] = {}
         self.judged: dict[str, int] = {}  # halving: the highest rung each run was judged at
+        self._residuals: dict[tuple, float | None] = {}  # extrapolate's calibration, per (family, run, step, full)
 
     # --- what it is told ---------------------------------------------------------------------------------------
 
@@ -147,15 +154,14 @@ class Pruner:
 
     def _bound(self, key: str, curve: Curve, full: int | None) -> Decision | None:
         step = curve.last
-        predicted, interval = self.predict_final(step, curve.at(step), curve.at(step // 2))
-        if predicted is None or not self.finals:
+        if (p := self.predict(key, step)) is None:
             return None
         best = min(self.finals.values(), key=lambda v: self.sign * v)
-        hopeful = interval[0] if self.sign > 0 else interval[1]  # the end of the interval on the good side
+        hopeful = p.interval[0] if self.sign > 0 else p.interval[1]  # the end of the interval on the good side
         if self.sign * (hopeful - best) <= 0:
             return None
-        return Decision("bound", step, curve.at(step), best, 0.0, len(self.finals), full or step, None, predicted,
-                        interval, "the margin is the prediction interval")
+        return Decision("bound", step, curve.at(step), best, 0.0, len(self.finals), full or step, None, p.value,
+                        p.interval, "the margin is the prediction interval", p.method)
 
     def _halving(self, key: str, curve: Curve, start: int, full: int | None) -> Decision | None:
         rung = start
@@ -185,8 +191,9 @@ class Pruner:
         margin, note = self._noise(at)
         if self.sign * (value - bar) <= margin:
             return None
-        predicted, interval = self.predict_final(step, value)
-        return Decision(rule, step, value, bar, margin, len(at) - 1, full or step, rung, predicted, interval, note)
+        p = self.predict(key, step)
+        return Decision(rule, step, value, bar, margin, len(at) - 1, full or step, rung, p and p.value,
+                        p and p.interval, note, p.method if p else "")
 
     def _noise(self, at: dict[str, float]) -> tuple[float, str]:
         """The pooled SD at a step of the runs that share their levels, and a note when there are none."""
@@ -199,34 +206,57 @@ class Pruner:
             return 0.0, "no replicates at this step: no noise margin"
         return math.sqrt(sum((n - 1) * var for n, var in sizes) / dof), ""
 
-    def predict_final(self, step: int, value: float, half: float | None = None,
-                      ) -> tuple[float | None, tuple[float, float] | None]:
-        """The final value of a run worth ``value`` at ``step`` (and ``half`` at ``step // 2``: how fast it still
-        moves), by least squares of the finished runs' finals on the same, with its prediction interval; (None,
-        None) with fewer than MIN_FIT finished runs reaching ``step``."""
-        import numpy as np
-        from scipy import stats
+    def predict(self, key: str, step: int) -> Prediction | None:
+        """Run ``key``'s final value from its curve up to ``step`` (``extrapolate``: its own fit or its peers', the
+        one with the best record on the finished runs at this step); None with too few finished runs."""
+        curve, full = self.curves.get(key), self.full_steps
+        if curve is None or full is None or curve.at(step) is None:
+            return None
+        calibration = [k for k in list(self.finals)[-extrapolate.MAX_CALIBRATION:]
+                       if k != key and k in self.curves and self.curves[k].at(step) is not None]
+        if len(calibration) < extrapolate.MIN_CALIBRATION:
+            return None
+        candidates = []
+        for family in ("exp", "pow"):
+            mine = extrapolate.own_fit(family, curve.steps, curve.values, step, full)
+            if mine is None:
+                continue
+            residuals = [r for k in calibration if (r := self._residual(family, k, step, full)) is not None]
+            if len(residuals) >= extrapolate.MIN_CALIBRATION:
+                candidates.append((family, mine, np.array(residuals)))
+        if (peers := self._peers(key, curve, step, calibration)) is not None:
+            candidates.append(("peers", *peers))
+        if not candidates:
+            return None
+        family, mine, residuals = min(candidates, key=lambda c: float(np.std(c[2], ddof=1)))
+        value, sd, half = extrapolate.interval(mine, residuals, LEVEL)
+        return Prediction(value, (value - half, value + half), family, sd, len(residuals))
 
-        rows, finals = [], []
-        for k, final in self.finals.items():
-            c = self.curves.get(k)
-            if c is None or (v := c.at(step)) is None:
+    def _residual(self, family: str, key: str, step: int, full: int) -> float | None:
+        """A finished run's final minus ``family``'s extrapolation of its curve cut at ``step`` (cached: both fixed)."""
+        cache = (family, key, step, full)
+        if cache not in self._residuals:
+            c = self.curves[key]
+            fit = extrapolate.own_fit(family, c.steps, c.values, step, full)
+            self._residuals[cache] = None if fit is None else self.finals[key] - fit
+        return self._residuals[cache]
+
+    def _peers(self, key: str, curve: Curve, step: int, calibration: list[str]):
+        """The peers' regression at ``step``: (prediction, leave-one-out residuals), or None."""
+        half = step // 2
+        for moved in (True, False):  # without "moved" when it cannot be fitted (every run moved alike)
+            if moved and (half < 1 or curve.at(half) is None):
                 continue
-            h = c.at(step // 2) if half is not None else None
-            if half is not None and h is None:
-                continue
-            rows.append([1.0, v] + ([v - h] if half is not None else []))
-            finals.append(final)
-        x0 = np.array([1.0, value] + ([value - half] if half is not None else []))
-        if len(finals) < max(MIN_FIT, len(x0) + 2):
-            return None, None
-        x, y = np.array(rows), np.array(finals)
-        xtx = x.T @ x
-        if np.linalg.matrix_rank(xtx) < len(x0):
-            return None, None
-        coef = np.linalg.solve(xtx, x.T @ y)
-        dof = len(y) - len(x0)
-        sigma2 = float(np.sum((y - x @ coef) ** 2) / dof)
-        fit = float(x0 @ coef)
-        width = float(stats.t.ppf(0.5 + LEVEL / 2, dof) * math.sqrt(sigma2 * (1 + x0 @ np.linalg.solve(xtx, x0))))
-        return fit, (fit - width, fit + width)
+            rows, finals = [], []
+            for k in calibration:
+                c = self.curves[k]
+                v, h = c.at(step), c.at(half) if moved else None
+                if moved and h is None:
+                    continue
+                rows.append([1.0, v] + ([v - h] if moved else []))
+                finals.append(self.finals[k])
+            x0 = [1.0, curve.at(step)] + ([curve.at(step) - curve.at(half)] if moved else [])
+            if len(finals) >= extrapolate.MIN_CALIBRATION and (
+                    fit := extrapolate.peers_loo(np.array(rows), np.array(finals), np.array(x0))) is not None:
+                return fit
+        return None
