@@ -8,7 +8,8 @@ artifact directory and ``load_artifact`` (a directory, e.g. a resolved ``store:`
 metric ``loaded``, to exercise artifacts; ``report_pid`` returns the worker's process id, to exercise worker reuse.
 
 Failure knobs, for the executor's retry rules (each a condition param -> level, or a list of them; an extra
-``until_attempt: n`` makes one hold on the first n attempts only, ``ctx.attempt``): ``kill_if`` SIGKILLs the worker process, ``stop_if``
+``until_attempt: n`` makes one hold on the first n attempts only, ``ctx.attempt``): ``kill_if`` SIGKILLs the worker
+process (at the start, or right after reporting step ``kill_at`` when that is given), ``stop_if``
 SIGSTOPs it (frozen: its heartbeat stops too), ``oom_if`` raises a class named ``OutOfMemoryError`` (as
 ``torch.cuda.OutOfMemoryError`` is), ``slow_if`` sleeps ``slow_s`` more. ``log_starts`` (a file) gets a line
 ``<cell key> <attempt> <pid>`` whenever a run starts, to count executions; ``report_resources`` returns what Ray
@@ -40,7 +41,7 @@ from orchestrator.context import Diverged, RunContext
 
 _KNOWN = {"surface", "named_surface", "intercept", "noise_sd", "metric", "steps", "sleep_s", "fail_if", "diverge_if",
           "seed", "save_artifact", "load_artifact", "report_pid", "kill_if", "stop_if", "oom_if", "slow_if", "slow_s",
-          "log_starts", "report_resources", "report_node", "curve_as", "bloom_if", "bloom_at"}
+          "log_starts", "report_resources", "report_node", "curve_as", "bloom_if", "bloom_at", "kill_at"}
 
 
 class OutOfMemoryError(RuntimeError):
@@ -65,6 +66,8 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, float]:
         time.sleep(sleep_s / steps)
         # A curve that converges to the final value; a late bloomer's is 5 worse before step bloom_at.
         ctx.report(step, **{curve_as: value + 1.0 / step + (5.0 if step < bloom_at else 0.0)})
+        if step == params.get("kill_at") and _matches(factors, params.get("kill_if"), ctx.attempt):
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-run: what it reported and had not sent yet is lost
         if _matches(factors, params.get("diverge_if")) and step == steps // 2 + 1:
             raise Diverged(f"train_loss became nan at step {step}")
     if _matches(factors, params.get("fail_if")):
@@ -100,7 +103,7 @@ def _failure_knobs(params: dict[str, Any], factors: dict[str, Any], ctx: RunCont
             os.write(fd, f"{ctx.cell_key} {ctx.attempt} {os.getpid()}\n".encode())
         finally:
             os.close(fd)
-    if _matches(factors, params.get("kill_if"), ctx.attempt):
+    if params.get("kill_at") is None and _matches(factors, params.get("kill_if"), ctx.attempt):
         os.kill(os.getpid(), signal.SIGKILL)
     if _matches(factors, params.get("stop_if"), ctx.attempt):
         os.kill(os.getpid(), signal.SIGSTOP)  # every thread stops, the heartbeat's too
@@ -137,7 +140,8 @@ def _named_surface_value(params: dict[str, Any], factors: dict[str, Any], seed: 
     return surface.sample(factors, int(seed))
 
 
-def _matches(factors: dict[str, Any], condition: dict[str, Any] | list[dict[str, Any]] | None, attempt: int = 1) -> bool:
+def _matches(factors: dict[str, Any], condition: dict[str, Any] | list[dict[str, Any]] | None,
+             attempt: int = 1) -> bool:
     if isinstance(condition, list):  # any of several conditions
         return any(_matches(factors, one, attempt) for one in condition)
     if not condition:

@@ -177,6 +177,10 @@ class Resources(_Frozen):
         description="A run whose worker sends no heartbeat for this long (a dead or frozen process that Ray did not "
                     "report) is killed and retried as 'lost'."
     )
+    max_curve_points: StrictInt = Field(
+        2000, ge=10, description="Curve points stored per run and metric; beyond it the curve is thinned evenly, the "
+                                 "last point always kept (orchestrator/curve_cap.py)."
+    )
 
 
 class Spec(_Frozen):

@@ -33,6 +33,7 @@ class Attempt:
     host: str | None = None
     device: str | None = None
     pruned: float | None = None  # time.monotonic() when the driver pruned it
+    batches: int = 0  # batches of its points drained from the inbox
 
 
 class Attempts:
@@ -49,6 +50,7 @@ class Attempts:
         # A pruned run stops at its next ctx.report; one that does not (a long evaluation, or it caught Pruned and
         # went on) has its worker killed this long after the decision, so its GPU does not wait on it.
         self.prune_grace_s = max(10.0, 4 * self.heartbeat_s)
+        self._drained_at = 0.0  # time.monotonic() of the last inbox drain
 
     def request(self, job: Job, alone: bool) -> tuple[float, float]:
         """(num_gpus, num_cpus) of an attempt of ``job``; ``alone``: a retry with nothing beside it."""
@@ -89,33 +91,42 @@ class Attempts:
     def drain(self) -> Iterator[Event]:
         import ray
 
-        items, beats = ray.get(self.inbox.drain.remote())
-        now = time.monotonic()
+        batches, beats = ray.get(self.inbox.drain.remote())
+        now = self._drained_at = time.monotonic()
         for key, number in beats:
             if (attempt := self._attempt(key, number)) is not None:
                 attempt.last_beat = now
+        yield from self._events(batches, now)
+
+    def _events(self, batches: list[tuple[str, int, list[tuple[str, Any]]]], now: float) -> Iterator[Event]:
+        """Started and Progress events out of batches of attempts' events (drained, or the tail a result carried), in
+        order; the points of consecutive batches go in one Progress."""
         points: list[tuple[str, int, dict[str, float]]] = []
-        for key, number, kind, data in items:
+        for key, number, items in batches:
             attempt = self._attempt(key, number)
             if attempt is None:
                 continue  # sent by an attempt that was killed (timeout, lost): its run has moved on
-            if kind != "started":
-                points.append(data)
-                continue
-            if points:
-                yield Progress(points)
-                points = []
-            attempt.started = attempt.last_beat = now
-            attempt.started_at, attempt.host, attempt.device = data["started_at"], data["host"], data["device"]
-            yield Started(**data, attempt=number, gpus=attempt.gpus)
+            attempt.batches += any(kind != "started" for kind, _ in items)
+            for kind, data in items:
+                if kind != "started":
+                    points.append((key, *data))
+                    continue
+                if points:
+                    yield Progress(points)
+                    points = []
+                attempt.started = attempt.last_beat = now
+                attempt.started_at, attempt.host, attempt.device = data["started_at"], data["host"], data["device"]
+                yield Started(**data, attempt=number, gpus=attempt.gpus)
         if points:
             yield Progress(points)
 
     def watch(self) -> Iterator[Event]:
-        """Kill the attempts past resources.timeout_s, or without a heartbeat for heartbeat_grace_s."""
+        """Kill the attempts past resources.timeout_s, or without a heartbeat for heartbeat_grace_s (after a drain:
+        what they sent before is kept)."""
         import ray
 
         now, timeout, grace = time.monotonic(), self.res.timeout_s, self.res.heartbeat_grace_s
+        kills = []
         for ref, attempt in list(self.live.items()):
             if attempt.started is None:
                 continue  # queued: Ray has not started it, so neither clock runs
@@ -130,6 +141,10 @@ class Attempts:
                                          "killed")
             else:
                 continue
+            kills.append((ref, attempt, kind, message))
+        if kills:
+            yield from self.drain()
+        for ref, attempt, kind, message in kills:
             ray.cancel(ref, force=True)  # force: kill the worker process, which frees its GPU for the next run
             yield from self.end(ref, self._failure(attempt, kind, message))
 
@@ -143,24 +158,28 @@ class Attempts:
         else:
             yield Finished(key, result)
 
-    def result(self, ref: Any) -> RunResult:
+    def result(self, ref: Any) -> tuple[RunResult, list, int | None]:
+        """The attempt's result, the events it had not sent yet (they came back with it), and how many batches it
+        had sent to the inbox (None: unknown, its worker died)."""
         import ray
 
         try:
             raw = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # our task wrapper raised: a bug, not a crash
-            return self._failure(self.live[ref], "exception", f"{type(exc).__name__}: {exc}", str(exc))
+            return self._failure(self.live[ref], "exception", f"{type(exc).__name__}: {exc}", str(exc)), [], None
         except ray.exceptions.OutOfMemoryError as exc:  # Ray's memory monitor killed it: the node ran out of RAM
-            return self._failure(self.live[ref], "oom", f"{type(exc).__name__}: {exc}")
+            return self._failure(self.live[ref], "oom", f"{type(exc).__name__}: {exc}"), [], None
         except ray.exceptions.RayError as exc:
             # The experiment's own exceptions are caught in the worker; reaching here means the worker process or
             # node died (SIGKILL, the kernel's OOM killer, preemption, a segfault in a kernel).
-            return self._failure(self.live[ref], "worker_died", f"{type(exc).__name__}: {exc}")
-        return RunResult(**raw)
+            return self._failure(self.live[ref], "worker_died", f"{type(exc).__name__}: {exc}"), [], None
+        tail, sent = raw.pop("tail", []), raw.pop("batches", 0)
+        return RunResult(**raw), tail, sent
 
     def step(self, poll: Callable[[], None] | None = None, wait_s: float = 0.5) -> Iterator[Event]:
         """Wait up to ``wait_s`` for an attempt to end, and yield what happened meanwhile (``poll`` is called
-        first)."""
+        first): every attempt that has ended by then, not only the first. The inbox is drained at least every
+        ``wait_s``, and before a result whose run sent batches not drained yet (its events come before its end)."""
         import ray
 
         if poll is not None:
@@ -168,11 +187,24 @@ class Attempts:
         if not self.live:
             time.sleep(0.05)  # nothing runs: the driver is about to submit or to stop
             return
-        ready, _ = ray.wait(list(self.live), num_returns=1, timeout=wait_s)
-        # Drain after wait: a task's events are all in the inbox before its result is ready.
-        yield from self.drain()
-        for ref in ready:
-            yield from self.end(ref, self.result(ref))
+        ready, rest = ray.wait(list(self.live), num_returns=1, timeout=wait_s)
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        ended = [(ref, *self.result(ref)) for ref in ready]
+        behind = any(sent is None or sent > self.live[ref].batches for ref, _, _, sent in ended)
+        if behind or time.monotonic() - self._drained_at >= wait_s:
+            yield from self.drain()
+        now = time.monotonic()
+        for ref, result, tail, _ in ended:
+            attempt = self.live[ref]
+            if attempt.started is None and result.started_at is not None:
+                # Its "started" batch is in the inbox, not drained yet (nothing else was): the result says the same.
+                attempt.started, attempt.started_at = now, result.started_at
+                attempt.host, attempt.device = result.host, result.device
+                yield Started(attempt.job.cell.key, result.host, result.device, result.started_at, attempt.number,
+                              attempt.gpus)
+            yield from self._events([(attempt.job.cell.key, attempt.number, tail)], now)
+            yield from self.end(ref, result)
         yield from self.watch()
 
     def used(self) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from orchestrator.run_record import records
 from orchestrator.sizing import memory_gb
 
 if TYPE_CHECKING:
-    from orchestrator.spec import Spec
+    from orchestrator.spec import Factor, Spec
 
 RIDGE = 1e-2  # relative to the number of runs: damps the coefficients of factors the runs barely vary
 
@@ -35,6 +35,9 @@ class CostModel:
     def __init__(self, spec: Spec, runs: Iterable[Mapping[str, Any]] = ()):
         self.spec = spec
         self.source = "plan order"
+        # Each factor's coding, once per model: a fit codes every finished run, and Factor.kind rescans the levels
+        # each time it is asked (the driver refits as runs finish).
+        self._coding = [(name, *_coding(factor)) for name, factor in spec.factors.items()]
         self._coef: np.ndarray | None = None
         done = [r for r in records(runs) if r.status == "COMPLETE" and _positive(r.get("wall_s"))]
         if len(done) >= len(self._features({n: f.levels[0] for n, f in spec.factors.items()})) + 2:
@@ -61,15 +64,23 @@ class CostModel:
 
     def _features(self, levels: Mapping[str, Any]) -> np.ndarray:
         row = [1.0]
-        for name, factor in self.spec.factors.items():
+        for name, numeric, scale, coding in self._coding:
             value = levels.get(name)
-            if factor.kind == "numeric":
-                low, high = min(factor.levels), max(factor.levels)
-                usable = isinstance(value, (int, float)) and (factor.scale != "log" or _positive(value))
-                row.append(float(scales.to_unit(value, low, high, factor.scale)) if usable and low != high else 0.0)
+            if numeric:
+                low, high = coding
+                usable = isinstance(value, (int, float)) and (scale != "log" or _positive(value))
+                row.append(float(scales.to_unit(value, low, high, scale)) if usable and low != high else 0.0)
             else:
-                row.extend(1.0 if value == level else 0.0 for level in factor.levels[1:])
+                row.extend(1.0 if value == level else 0.0 for level in coding)
         return np.array(row)
+
+
+def _coding(factor: Factor) -> tuple[bool, str, tuple[Any, ...]]:
+    """(numeric, scale, what codes a level): a numeric factor's bounds (low, high), else its levels after the first
+    (one indicator each; the first is the baseline)."""
+    if factor.kind == "numeric":
+        return True, factor.scale, (min(factor.levels), max(factor.levels))
+    return False, factor.scale, factor.levels[1:]
 
 
 def _positive(value: Any) -> bool:

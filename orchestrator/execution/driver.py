@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifacts import run_location
 from orchestrator.cells import Cell, Seeds
+from orchestrator.curve_cap import CurveCap
 from orchestrator.execution.costs import CostModel
 from orchestrator.execution.events import Finished, Job, Progress, Retry, Started
 from orchestrator.execution.lease import StudyLease
@@ -105,6 +106,10 @@ class RunLoop:
         self.prunable: set[str] = set()  # cell keys the pruner may stop
         self.group_of: dict[str, str] = {}  # cell key -> its replicate group (_group), made once per queued cell
         self.decided: dict[str, dict] = {}  # cell key -> the decision that stopped it, until it ends
+        # A turn's writes go to the store in one transaction (Store.apply), and are shown after it.
+        self._ops: list[tuple[str, Any]] = []
+        self._shown: list[Any] = []
+        self.cap = CurveCap(spec.resources.max_curve_points)
 
     def _pruner(self, runs: list[RunRecord]) -> Pruner:
         """The pruner, told every recorded curve (a resumed study judges against the runs it already has)."""
@@ -125,20 +130,24 @@ class RunLoop:
             designs = {w["number"]: w["design"] for w in self.store.waves(self.spec.study)}
             for number, cells in self.store.unfinished_waves(self.study_id):
                 self._open(number, cells, f"resume of wave {number}", designs.get(number))
-            while True:
-                self._release()
-                self._backfill()
-                self.sched.tick()
-                self.sched.fill()
-                if not attempts.live and not self.sched.queue and self.stop is not None:
-                    break  # (with nothing live and no stop, the next loop releases a wave)
-                free = self.sched.free()
-                for event in list(attempts.step(self.lease.check, self._wait_s())):
-                    self._record(event)
-                self.sched.tick(free)  # the wait, at what was free during it
-                self._deadlines()
-                if time.monotonic() - self._flushed > IDLE_FLUSH_S:
-                    self._flush_idle()
+            try:
+                while True:
+                    self._release()
+                    self._backfill()
+                    self.sched.tick()
+                    self.sched.fill()
+                    if not attempts.live and not self.sched.queue and self.stop is not None:
+                        break  # (with nothing live and no stop, the next loop releases a wave)
+                    free = self.sched.free()
+                    for event in list(attempts.step(self.lease.check, self._wait_s())):
+                        self._record(event)
+                    self._sync()
+                    self.sched.tick(free)  # the wait, at what was free during it
+                    self._deadlines()
+                    if time.monotonic() - self._flushed > IDLE_FLUSH_S:
+                        self._flush_idle()
+            finally:
+                self._sync()  # what the turn saw before an error (a lost lease, Ctrl-C) is kept
             self._flush_idle()
         return self.stop
 
@@ -207,34 +216,57 @@ class RunLoop:
     # --- what happens --------------------------------------------------------------------------------------------
 
     def _record(self, event) -> None:
-        store = self.store
+        """Act on an event; its store writes wait in ``_ops`` for the turn's one transaction (``_sync``)."""
+        ops = self._ops
         if isinstance(event, Started):
-            store.mark_running(event.cell_key, host=event.host, device=event.device, started_at=event.started_at,
-                               inputs=self.jobs[event.cell_key].inputs, gpus=event.gpus)
-            wave = self.open[self.wave_of[event.cell_key]]
+            key = event.cell_key
+            ops.append(("start", {"cell_key": key, "host": event.host, "device": event.device,
+                                  "started_at": event.started_at, "inputs": self.jobs[key].inputs,
+                                  "gpus": event.gpus}))
+            wave = self.open[self.wave_of[key]]
             if wave.first_start is None:
                 wave.first_start = time.monotonic()
-            if self.pruner is not None and event.attempt > 1:
-                self.pruner.restart(event.cell_key)  # the store cleared the failed attempt's curve too
+            if event.attempt > 1:
+                self.cap.forget(key)  # the store clears the failed attempt's curve
+                if self.pruner is not None:
+                    self.pruner.restart(key)
         elif isinstance(event, Progress):
-            store.add_curve_points(event.points)
+            kept, thins = self.cap.keep(event.points)
+            ops.extend(("thin", t) for t in thins)
+            if kept:
+                ops.append(("points", kept))
             self._prune(event.points)
         elif isinstance(event, Retry):
-            store.retry_run(event.cell_key, event.result)
+            ops.append(("retry", (event.cell_key, event.result)))
             self.sched.add(self.jobs[event.cell_key], 0.0, number=event.attempt + 1, alone=event.alone)
         elif isinstance(event, Finished):
-            store.finish_run(event.cell_key, event.result)
-            decision = self.decided.pop(event.cell_key, None)
+            key = event.cell_key
+            if last := self.cap.last(key):
+                ops.append(("points", last))  # the last point a run reported is always stored
+            self.cap.forget(key)
+            ops.append(("finish", (key, event.result)))
+            decision = self.decided.pop(key, None)
             if decision is not None and event.result.status == RunStatus.PRUNED:
-                # The steps it ran: a few past the decision, until its next report learnt it (the saving's basis).
-                ran = self.pruner.curves[event.cell_key].last
-                store.prune_run(event.cell_key, {**decision, "ran_to": ran})
+                # The steps it ran: a few past the decision, until its next batch learnt it (the saving's basis).
+                ran = self.pruner.curves[key].last
+                ops.append(("prune", (key, {**decision, "ran_to": ran})))
             if self.pruner is not None:
-                self.pruner.finished(event.cell_key, event.result.metrics.get(self.spec.response.metric)
+                self.pruner.finished(key, event.result.metrics.get(self.spec.response.metric)
                                      if event.result.status == RunStatus.COMPLETE else None)
-            self._ended_run(event.cell_key, event.result)
+            self._ended_run(key, event.result)
         if self.listener:
-            self.listener.event(event)  # after the write: what is shown is what is stored
+            self._shown.append(event)
+
+    def _sync(self) -> None:
+        """Write the turn's pending operations in one transaction, then show their events: what is shown is what is
+        stored. Called at the end of every turn and before any other write or read of the runs."""
+        if self._ops:
+            ops, self._ops = self._ops, []
+            self.store.apply(ops)
+        if self._shown:
+            shown, self._shown = self._shown, []
+            for event in shown:
+                self.listener.event(event)
 
     def _prune(self, points: list[tuple[str, int, dict[str, float]]]) -> None:
         """Tell the pruner the response's new curve points; stop the prunable live runs it judges clearly worse."""
@@ -251,7 +283,7 @@ class RunLoop:
             if key in self.attempts.current and (decision := self.pruner.judge(key)) is not None:
                 self.decided[key] = decision.as_dict()
                 self.attempts.prune(key)
-                self.store.prune_run(key, self.decided[key])
+                self._ops.append(("prune", (key, self.decided[key])))
 
     def _ended_run(self, key: str, result) -> None:
         self.ran += 1
@@ -267,6 +299,7 @@ class RunLoop:
             self._done.append(RunRecord.build({"status": "COMPLETE", "wall_s": result.wall_s}, levels))
             self._refit()
         if not wave.cells:
+            self._sync()  # the wave's runs are written before the wave is closed
             self._flush_idle()
             self.store.finish_wave(self.study_id, wave.number)
             del self.open[wave.number]

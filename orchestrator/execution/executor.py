@@ -1,7 +1,8 @@
 """Runs cells on Ray, one task per attempt, and turns what happens into events for the driver.
 
-Workers never touch the store. They send "started" and learning-curve events, and a heartbeat, to a small inbox actor
-that the driver drains; final results come back as task return values. The driver writes the events to the store.
+Workers never touch the store. They send "started" and learning-curve events in batches, and a heartbeat, to a small
+inbox actor that the driver drains; final results come back as task return values, with the events not yet sent.
+The driver writes the events to the store.
 The live attempts of a study (timeouts, lost heartbeats, failures judged by ``retry.py``) are followed
 in ``attempts.py``; what runs when is decided by the driver's scheduler (``scheduler.py``);
 the events are in ``events.py``.

@@ -1,17 +1,29 @@
-"""The Ray remote functions and actors; imported only where Ray is (the executor and its workers)."""
+"""The Ray remote functions and actors; imported only where Ray is (the executor and its workers).
+
+A run's events (its start, its learning-curve points) are buffered in its worker process and sent to the inbox in
+batches: ``ctx.report`` appends to a list (microseconds) where an actor call per point cost about a millisecond and
+capped the whole study at the single actor's call rate. A batch leaves every ``FLUSH_S`` seconds, at
+``FLUSH_POINTS`` points, and at the end of the run (with its result), in order. The "started" event alone is sent at
+once, and the run waits for it to be in the inbox before its experiment starts: a worker killed at once must still
+leave its start in the attempt log. The result says how many batches of points the run sent, so the driver drains
+the inbox before a result only when some are not drained yet (a run shorter than ``FLUSH_S`` sends none, which is
+what makes short runs cheap to launch). What a killed attempt
+loses: the points of its last unsent batch (at most ``FLUSH_S`` of reports); never a result, which is only ever the
+task's return value. Heartbeats are sent by a thread of their own, apart from the batches.
+"""
 
 from __future__ import annotations
 
 import functools
 import threading
-import time
 from typing import Any
 
 import ray
 
 from orchestrator.execution.worker import run_cell
 
-PRUNE_CHECK_S = 0.05  # how often a reporting run looks whether it was pruned (a look costs a non-blocking ray.wait)
+FLUSH_S = 0.5  # a buffered run's events leave at least this often
+FLUSH_POINTS = 1000  # ... or once this many are waiting
 
 
 @ray.remote
@@ -22,27 +34,28 @@ class Inbox:
     """
 
     def __init__(self) -> None:
-        self._items: list[tuple[str, int, str, Any]] = []
+        self._batches: list[tuple[str, int, list[tuple[str, Any]]]] = []
         self._beats: set[tuple[str, int]] = set()
         self._stop: set[tuple[str, int]] = set()
 
-    def put(self, item: tuple[str, int, str, Any]) -> bool:
-        """Take an event; the reply says whether the driver has pruned the attempt that sent it."""
-        self._items.append(item)
-        return (item[0], item[1]) in self._stop
+    def put(self, cell_key: str, attempt: int, items: list[tuple[str, Any]]) -> bool:
+        """Take a batch of one attempt's events, (kind, data) in order; the reply says whether the driver has pruned
+        that attempt."""
+        self._batches.append((cell_key, attempt, items))
+        return (cell_key, attempt) in self._stop
 
     def stop(self, cell_key: str, attempt: int) -> None:
-        """The driver pruned this attempt: its next report learns it from the reply to its put."""
+        """The driver pruned this attempt: the reply to its next batch says so."""
         self._stop.add((cell_key, attempt))
 
     def beat(self, cell_key: str, attempt: int) -> None:
         self._beats.add((cell_key, attempt))
 
-    def drain(self) -> tuple[list[tuple[str, int, str, Any]], set[tuple[str, int]]]:
-        """(events in order, the attempts that sent a heartbeat) since the last drain."""
-        items, self._items = self._items, []
+    def drain(self) -> tuple[list[tuple[str, int, list[tuple[str, Any]]]], set[tuple[str, int]]]:
+        """(batches in order, the attempts that sent a heartbeat) since the last drain."""
+        batches, self._batches = self._batches, []
         beats, self._beats = self._beats, set()
-        return items, beats
+        return batches, beats
 
 
 @functools.cache
@@ -51,44 +64,133 @@ def run_cell_task(max_calls: int) -> Any:
     return ray.remote(max_calls=max_calls)(_run_cell)
 
 
+class Outbox:
+    """A run's buffered events, sent to the inbox by the process's flusher thread (one per worker process, started
+    once: a thread per run cost more than the run's own bookkeeping); the replies say whether it was pruned."""
+
+    _lock = threading.Lock()
+    _current: Outbox | None = None  # the run the process serves now
+    _attached = threading.Event()
+    _thread: threading.Thread | None = None
+
+    def __init__(self, inbox: Any, key: str, attempt: int):
+        self.inbox, self.key, self.attempt = inbox, key, attempt
+        self.items: list[tuple[str, Any]] = []  # (kind, data): the key and attempt go once per batch
+        self.lock = threading.Lock()  # guards items
+        self.sending = threading.Lock()  # one batch in flight at a time, so batches arrive in order
+        self.wake = threading.Event()
+        self.closed = threading.Event()
+        self.stopped = False  # the driver pruned this attempt
+        self.sent = 0  # batches of points in the inbox (the "started" batch aside): see the module's docstring
+        self.delivered = threading.Event()  # the "started" event is in the inbox
+        cls = type(self)
+        with cls._lock:
+            cls._current = self
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._thread = threading.Thread(target=cls._loop, name="wavesweep-flush", daemon=True)
+                cls._thread.start()
+        cls._attached.set()
+
+    def add(self, kind: str, data: Any) -> bool:
+        """Buffer an event; True once the driver has pruned the run (learnt from an earlier batch's reply)."""
+        with self.lock:
+            self.items.append((kind, data))
+            if kind == "started" or len(self.items) >= FLUSH_POINTS:
+                self.wake.set()
+        if kind == "started":
+            # Sent by the flusher and waited for on a threading event, not with ray.get in the task's own thread
+            # (Ray counts a task blocked in ray.get as idle and starts more worker processes meanwhile).
+            self.delivered.wait()
+        return self.stopped
+
+    @classmethod
+    def _loop(cls) -> None:
+        while True:
+            with cls._lock:
+                box = cls._current
+            if box is None:
+                cls._attached.wait()
+                cls._attached.clear()
+                continue
+            box.wake.wait(FLUSH_S)
+            box.wake.clear()
+            if not box.closed.is_set():
+                box._send()
+
+    def _send(self) -> None:
+        with self.sending:
+            with self.lock:
+                items, self.items = self.items, []
+            if items:
+                # Waited for here, in the flusher thread (the run goes on): the reply carries the prune verdict, and
+                # the next batch leaves only after this one is in the inbox.
+                self.stopped = ray.get(self.inbox.put.remote(self.key, self.attempt, items)) or self.stopped
+                self.sent += any(kind != "started" for kind, _ in items)
+                self.delivered.set()
+
+    def close(self) -> list[tuple[str, Any]]:
+        """Detach from the flusher; the events not yet sent, which go back with the run's result (no call, no
+        wait)."""
+        self.closed.set()
+        self.wake.set()
+        with self.sending:  # a batch in flight reaches the inbox before the result can (the driver drains first)
+            with self.lock:
+                items, self.items = self.items, []
+        cls = type(self)
+        with cls._lock:
+            if cls._current is self:
+                cls._current = None
+        return items
+
+
+class Heartbeat:
+    """One thread per worker process beats for the run it is serving, so it needs nothing from the experiment (which
+    may never call ctx.report). It stops when the process dies or is frozen, which is what the driver watches for."""
+
+    _lock = threading.Lock()
+    _current: tuple[Any, str, int, float] | None = None  # (inbox, cell key, attempt, interval)
+    _thread: threading.Thread | None = None
+    _wake = threading.Event()
+
+    @classmethod
+    def serve(cls, inbox: Any, key: str, attempt: int, interval: float) -> None:
+        with cls._lock:
+            cls._current = (inbox, key, attempt, interval)
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._thread = threading.Thread(target=cls._loop, name="wavesweep-heartbeat", daemon=True)
+                cls._thread.start()
+            cls._wake.set()  # a new run, perhaps a shorter interval
+
+    @classmethod
+    def idle(cls) -> None:
+        with cls._lock:
+            cls._current = None
+
+    @classmethod
+    def _loop(cls) -> None:
+        interval = 1.0
+        while True:
+            if cls._wake.wait(interval):  # a new run: start its interval afresh (its start counts as a beat)
+                cls._wake.clear()
+                with cls._lock:
+                    interval = cls._current[3] if cls._current else 1.0
+                continue
+            with cls._lock:
+                current = cls._current
+            if current is not None:
+                inbox, key, attempt, interval = current
+                inbox.beat.remote(key, attempt)
+
+
 def _run_cell(payload: dict[str, Any], inbox: Any) -> dict[str, Any]:
     key, attempt = payload["cell_key"], payload["attempt"]
-    last: list[Any] = []
-    probe: dict[str, Any] = {"ref": None, "at": 0.0, "stop": False}
-
-    def sink(kind: str, data: Any) -> bool:
-        # Fire and forget keeps ctx.report cheap; calls from one worker to an actor run in order.
-        last[:] = [inbox.put.remote((key, attempt, kind, data))]
-        if kind == "started":
-            # Wait for this one: the driver's heartbeat and timeout clocks start with it, and a process that froze
-            # right after sending it (before Ray's I/O thread flushed the call) would otherwise never be noticed.
-            ray.get(last[0])
-        # The reply to a put says whether the driver pruned the run: one reply is looked at, without waiting, at
-        # most every PRUNE_CHECK_S; once it has come, the next put's reply is the one to look at.
-        now = time.monotonic()
-        if probe["ref"] is None:
-            probe["ref"] = last[0]
-        elif not probe["stop"] and now - probe["at"] >= PRUNE_CHECK_S:
-            probe["at"] = now
-            ready, _ = ray.wait([probe["ref"]], timeout=0)
-            if ready:
-                probe["stop"], probe["ref"] = bool(ray.get(ready[0])), last[0]
-        return probe["stop"]
-
-    # The heartbeat comes from a thread of its own, so it needs nothing from the experiment (which may never call
-    # ctx.report). It stops when the process dies or is frozen, which is what the driver watches for.
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(payload["heartbeat_s"]):
-            inbox.beat.remote(key, attempt)
-
-    threading.Thread(target=beat, name="wavesweep-heartbeat", daemon=True).start()
+    outbox = Outbox(inbox, key, attempt)
+    Heartbeat.serve(inbox, key, attempt, payload["heartbeat_s"])
     try:
         gpu_ids = tuple(int(g) for g in ray.get_gpu_ids())
-        result = run_cell(payload, sink, gpu_ids)
-        if last:
-            ray.get(last[0])  # every event is in the inbox before the result is: the driver drains after ray.wait
+        result = run_cell(payload, outbox.add, gpu_ids)
     finally:
-        stop.set()
+        Heartbeat.idle()
+        tail = outbox.close()
+    result["tail"], result["batches"] = tail, outbox.sent  # the tail comes after every batch sent
     return result

@@ -35,7 +35,7 @@ def run_cell(payload: dict[str, Any], sink: Callable[[str, Any], None], gpu_ids:
     ctx = RunContext(
         study=payload["study"], cell_key=key, seed=payload["seed"], num_cpus=payload["num_cpus"], gpu_ids=gpu_ids,
         artifact_dir=scratch_for(location), warm_reuse=payload["warm_reuse"], attempt=payload.get("attempt", 1),
-        _sink=lambda step, metrics: sink("progress", (key, step, metrics)),
+        _sink=lambda step, metrics: sink("progress", (step, metrics)),
     )
     t0 = time.perf_counter()
     result: dict[str, Any] = {"host": host, "device": device, "started_at": started, "metrics": {}}

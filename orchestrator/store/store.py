@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
@@ -42,6 +42,7 @@ class Store:
             self.engine.dispose()
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._ids: dict[str, int] = {}  # cell key -> run id, filled as batches name runs (``_run_ids``)
 
     @property
     def display_url(self) -> str:
@@ -183,78 +184,71 @@ class Store:
 
     # --- runs ----------------------------------------------------------------------------------------------------
 
+    def apply(self, ops: Iterable[tuple[str, Any]]) -> None:
+        """Apply write operations in order, in one transaction: all of them, or on any error none. The driver
+        gathers a turn's events into one call; each single method below is one operation. Operations:
+
+        - ``("start", {cell_key, host, device, started_at, inputs, gpus})``: ``mark_running``;
+        - ``("points", [(cell key, step, {name: value}), ...])``: ``add_curve_points``;
+        - ``("thin", (cell key, name, [steps]))``: delete those curve points of the run's metric ``name``;
+        - ``("prune", (cell key, decision))``: ``prune_run``;
+        - ``("retry", (cell key, RunResult))``: ``retry_run``;
+        - ``("finish", (cell key, RunResult))``: ``finish_run``.
+
+        A run's columns are read once per batch and the rules run on them in memory (``_Batch``); what they change is
+        written with a few Core statements (executemany), not one ORM load-and-flush per event: a commit costs
+        milliseconds on PostgreSQL, a batch pays it once."""
+        ops = list(ops)
+        for kind, _ in ops:
+            if kind not in _KINDS:
+                raise ValueError(f"unknown store operation {kind!r}; one of {', '.join(_KINDS)}")
+        if not ops:
+            return
+        with self.session() as s:
+            conn = s.connection()
+            ids = self._run_ids(conn, {key for op in ops for key in _keys(op)})
+            batch = _Batch(ids, _load(conn, {ids[_keys(op)[0]] for op in ops if op[0] in _READS}))
+            for kind, payload in ops:
+                getattr(batch, kind)(payload)
+            batch.write(conn)
+
+    def _run_ids(self, conn, keys: set[str]) -> dict[str, int]:
+        """cell key -> run id for ``keys``, from the cache; the unknown ones in one SELECT. A run's id never changes
+        once its wave is recorded, so the cache never goes stale. An unknown key fails the whole batch."""
+        runs, unknown = RunModel.__table__, list(keys - self._ids.keys())
+        for chunk in _chunks(unknown):
+            rows = conn.execute(select(runs.c.cell_key, runs.c.id).where(runs.c.cell_key.in_(chunk)))
+            self._ids.update((key, run_id) for key, run_id in rows)
+        if missing := sorted(keys - self._ids.keys()):
+            raise StoreError(f"store {self.display_url}: no run with cell key {', '.join(map(repr, missing[:5]))}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else "") + "; nothing written")
+        return self._ids
+
     def mark_running(self, cell_key: str, *, host: str, device: str, started_at: datetime,
                      inputs: dict[str, str] | None = None, gpus: float | None = None) -> None:
         """A new attempt starts: its earlier attempt's curve and error are cleared, the attempt counted and its start
         logged (``attempt_log``). An attempt still open in the log was left RUNNING by a driver that died."""
-        with self.session() as s:
-            run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key))
-            s.execute(delete(CurvePointModel).where(CurvePointModel.run_id == run.id))
-            if run.status == RunStatus.RUNNING:
-                _end_attempt(run, None, RunStatus.RUNNING, "driver_died",
-                             "the driver stopped while this attempt ran; the next driver requeued it")
-            run.status, run.host, run.device, run.started_at = RunStatus.RUNNING, host, device, started_at
-            run.finished_at = None
-            run.inputs = inputs or None
-            run.attempts += 1
-            run.error_kind = run.error_message = run.traceback = None
-            entry = {"attempt": run.attempts, "started_at": started_at.isoformat(), "host": host, "device": device}
-            if gpus is not None:
-                entry["gpus"] = gpus
-            run.attempt_log = [*(run.attempt_log or []), entry]
+        self.apply([("start", {"cell_key": cell_key, "host": host, "device": device, "started_at": started_at,
+                               "inputs": inputs, "gpus": gpus})])
 
     def retry_run(self, cell_key: str, result: RunResult) -> None:
         """An attempt failed and another is queued: the run is PENDING again and keeps this attempt's error (kind,
         message, traceback) until the next one starts; the attempt is counted and logged."""
-        with self.session() as s:
-            run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key).options(selectinload(RunModel.metrics)))
-            _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
-            run.status, run.started_at, run.finished_at, run.wall_s = RunStatus.PENDING, None, None, None
-            run.error_kind, run.error_message, run.traceback = result.error_kind, result.error_message, result.traceback
-            run.prune = run.prune_step = None
-            run.metrics.clear()
+        self.apply([("retry", (cell_key, result))])
 
     def add_curve_points(self, points: Iterable[tuple[str, int, dict[str, float]]]) -> None:
         """Batched learning-curve points: (cell key, step, {name: value})."""
         points = list(points)
-        if not points:
-            return
-        with self.session() as s:
-            ids = dict(s.execute(select(RunModel.cell_key, RunModel.id)
-                                 .where(RunModel.cell_key.in_({key for key, _, _ in points}))).all())
-            rows = []
-            for key, step, metrics in points:
-                for name, value in metrics.items():
-                    stored, kind = encode_float(value)
-                    rows.append({"run_id": ids[key], "step": step, "name": name, "value": stored, "kind": kind})
-            s.execute(CurvePointModel.__table__.insert(), rows)
+        if points:
+            self.apply([("points", points)])
 
     def prune_run(self, cell_key: str, decision: dict[str, Any]) -> None:
         """The pruner decided to stop the run (``decision``: ``pruning.Decision.as_dict``); it ends PRUNED once its
         worker stops. A run that completes first keeps its result, and the decision is dropped (``finish_run``)."""
-        with self.session() as s:
-            s.execute(update(RunModel).where(RunModel.cell_key == cell_key)
-                      .values(prune=decision, prune_step=decision["step"]))
+        self.apply([("prune", (cell_key, decision))])
 
     def finish_run(self, cell_key: str, result: RunResult) -> None:
-        with self.session() as s:
-            run = s.scalar(select(RunModel).where(RunModel.cell_key == cell_key).options(selectinload(RunModel.metrics)))
-            _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
-            run.status = result.status
-            run.started_at = result.started_at or run.started_at
-            run.finished_at = result.finished_at or utcnow()
-            run.wall_s, run.error_kind = result.wall_s, result.error_kind
-            run.error_message, run.traceback = result.error_message, result.traceback
-            run.artifact_dir = result.artifact_dir
-            if result.status != RunStatus.PRUNED:
-                run.prune = run.prune_step = None  # it ended before it learnt it was pruned: its result stands
-            run.host = result.host or run.host
-            run.device = result.device or run.device
-            run.metrics.clear()
-            s.flush()
-            for name, value in result.metrics.items():
-                stored, kind = encode_float(value)
-                run.metrics.append(MetricModel(name=name, value=stored, kind=kind))
+        self.apply([("finish", (cell_key, result))])
 
     # --- reading -------------------------------------------------------------------------------------------------
 
@@ -360,19 +354,187 @@ class Store:
         return {key: log for key, log in rows if log}
 
 
-def _end_attempt(run: RunModel, finished_at: datetime | None, status: RunStatus, error_kind: str | None,
+# --- a batch of writes ------------------------------------------------------------------------------------------
+
+_KINDS = ("start", "points", "thin", "prune", "retry", "finish")
+_READS = {"start", "retry", "finish"}  # the operations whose rules read the run's columns
+_IN_CHUNK = 500  # values per IN (...): under every backend's limit on bound parameters
+# The run columns a rule sets. A batch reads them all for the runs it starts, retries or finishes, so that it writes
+# exactly the columns the rules changed, as the ORM did (which matters for JSON: None written is JSON 'null', a
+# column never written stays SQL NULL).
+_RUN_COLUMNS = ("status", "attempts", "attempt_log", "started_at", "finished_at", "wall_s", "host", "device",
+                "inputs", "error_kind", "error_message", "traceback", "artifact_dir", "prune", "prune_step")
+
+
+def _keys(op: tuple[str, Any]) -> list[str]:
+    kind, payload = op
+    if kind == "points":
+        return [key for key, _, _ in payload]
+    return [payload["cell_key"] if kind == "start" else payload[0]]
+
+
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    """``items`` in slices of ``_IN_CHUNK``, one IN (...) each (an older SQLite takes 999 parameters at most)."""
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i:i + _IN_CHUNK]
+
+
+def _load(conn, run_ids: set[int]) -> dict[int, _Row]:
+    """The columns of ``run_ids`` that the rules read or set, in one SELECT (per chunk of ids)."""
+    runs, rows = RunModel.__table__, {}
+    for chunk in _chunks(sorted(run_ids)):
+        result = conn.execute(select(runs.c.id, *(runs.c[c] for c in _RUN_COLUMNS)).where(runs.c.id.in_(chunk)))
+        for row in result.mappings():
+            values = dict(row)
+            rows[values.pop("id")] = _Row(row["id"], values)
+    return rows
+
+
+class _Row:
+    """A run's columns as a batch's rules change them, in order. ``dirty``: the columns to write, those a rule set to
+    another value than they held at the time (the ORM's rule), so the net write equals one transaction per event."""
+
+    __slots__ = ("id", "values", "dirty")
+
+    def __init__(self, run_id: int, values: dict[str, Any]):
+        self.id, self.values, self.dirty = run_id, values, set()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def set(self, **values: Any) -> None:
+        for name, value in values.items():
+            if name not in self.values or self.values[name] != value:
+                self.dirty.add(name)
+            self.values[name] = value
+
+
+class _Batch:
+    """The net effect of a list of operations. The rules run in order on the runs' columns in memory; ``write`` then
+    sends the result: the curves of restarted runs and thinned points deleted, new points inserted (less those a
+    later operation of the batch deleted), metrics replaced, each changed run updated. Every statement touches one
+    run's rows, so the order between runs does not matter, only within a run, which the rules keep."""
+
+    def __init__(self, ids: dict[str, int], rows: dict[int, _Row]):
+        self.ids, self.rows = ids, rows
+        self.curve: list[dict[str, Any] | None] = []  # rows to insert, in order; None: deleted later in the batch
+        self.curve_of: dict[int, list[int]] = defaultdict(list)  # run id -> its indexes in ``curve``
+        self.cleared: set[int] = set()  # runs whose stored curve goes (a new attempt starts a new curve)
+        self.thinned: list[tuple[int, str, list[int]]] = []  # stored points to delete: (run id, name, steps)
+        self.metrics: dict[int, list[dict[str, Any]]] = {}  # run id -> the rows that replace its stored metrics
+
+    def start(self, p: dict[str, Any]) -> None:
+        run = self.rows[self.ids[p["cell_key"]]]
+        self._clear_curve(run.id)
+        if run.status == RunStatus.RUNNING:
+            _end_attempt(run, None, RunStatus.RUNNING, "driver_died",
+                         "the driver stopped while this attempt ran; the next driver requeued it")
+        run.set(status=RunStatus.RUNNING, host=p["host"], device=p["device"], started_at=p["started_at"],
+                finished_at=None, inputs=p.get("inputs") or None, attempts=run.attempts + 1,
+                error_kind=None, error_message=None, traceback=None)
+        entry = {"attempt": run.attempts, "started_at": p["started_at"].isoformat(), "host": p["host"],
+                 "device": p["device"]}
+        if p.get("gpus") is not None:
+            entry["gpus"] = p["gpus"]
+        run.set(attempt_log=[*(run.attempt_log or []), entry])
+
+    def points(self, points: list[tuple[str, int, dict[str, float]]]) -> None:
+        ids, curve, curve_of = self.ids, self.curve, self.curve_of
+        for key, step, metrics in points:
+            run_id = ids[key]
+            for name, value in metrics.items():
+                stored, kind = encode_float(value)
+                curve_of[run_id].append(len(curve))
+                curve.append({"run_id": run_id, "step": step, "name": name, "value": stored, "kind": kind})
+
+    def thin(self, payload: tuple[str, str, list[int]]) -> None:
+        key, name, steps = payload
+        run_id, steps = self.ids[key], set(steps)
+        for i in self.curve_of.get(run_id, ()):
+            row = self.curve[i]
+            if row is not None and row["name"] == name and row["step"] in steps:
+                self.curve[i] = None
+        if run_id not in self.cleared and steps:  # after a clear, no stored point is left to delete
+            self.thinned.append((run_id, name, sorted(steps)))
+
+    def prune(self, payload: tuple[str, dict[str, Any]]) -> None:
+        key, decision = payload
+        run = self.rows.setdefault(self.ids[key], _Row(self.ids[key], {}))
+        run.set(prune=decision, prune_step=decision["step"])
+        run.dirty.update(("prune", "prune_step"))  # written even if equal, as prune_run always did
+
+    def retry(self, payload: tuple[str, RunResult]) -> None:
+        key, result = payload
+        run = self.rows[self.ids[key]]
+        _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
+        run.set(status=RunStatus.PENDING, started_at=None, finished_at=None, wall_s=None,
+                error_kind=result.error_kind, error_message=result.error_message, traceback=result.traceback,
+                prune=None, prune_step=None)
+        self.metrics[run.id] = []
+
+    def finish(self, payload: tuple[str, RunResult]) -> None:
+        key, result = payload
+        run = self.rows[self.ids[key]]
+        _end_attempt(run, result.finished_at, result.status, result.error_kind, result.error_message)
+        status = RunStatus(result.status)
+        run.set(status=status, started_at=result.started_at or run.started_at,
+                finished_at=result.finished_at or utcnow(), wall_s=result.wall_s, error_kind=result.error_kind,
+                error_message=result.error_message, traceback=result.traceback, artifact_dir=result.artifact_dir,
+                host=result.host or run.host, device=result.device or run.device)
+        if status != RunStatus.PRUNED:
+            run.set(prune=None, prune_step=None)  # it ended before it learnt it was pruned: its result stands
+        rows = []
+        for name, value in result.metrics.items():
+            stored, kind = encode_float(value)
+            rows.append({"run_id": run.id, "name": name, "value": stored, "kind": kind})
+        self.metrics[run.id] = rows
+
+    def _clear_curve(self, run_id: int) -> None:
+        for i in self.curve_of.pop(run_id, ()):
+            self.curve[i] = None
+        self.cleared.add(run_id)
+
+    def write(self, conn) -> None:
+        runs, curve, metrics = RunModel.__table__, CurvePointModel.__table__, MetricModel.__table__
+        # Deletes first: they only meet rows stored before the batch (its own deleted rows are never inserted).
+        for chunk in _chunks(sorted(self.cleared)):
+            conn.execute(delete(curve).where(curve.c.run_id.in_(chunk)))
+        for run_id, name, steps in self.thinned:
+            for chunk in _chunks(steps):
+                conn.execute(delete(curve).where(curve.c.run_id == run_id, curve.c.name == name,
+                                                 curve.c.step.in_(chunk)))
+        if points := [row for row in self.curve if row is not None]:
+            conn.execute(insert(curve), points)
+        for chunk in _chunks(sorted(self.metrics)):
+            conn.execute(delete(metrics).where(metrics.c.run_id.in_(chunk)))
+        if rows := [row for rows in self.metrics.values() for row in rows]:
+            conn.execute(insert(metrics), rows)
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)  # one executemany per column set
+        for run in self.rows.values():
+            if run.dirty:
+                columns = tuple(sorted(run.dirty))
+                shapes[columns].append({"run_id_": run.id, **{"v_" + c: run.values[c] for c in columns}})
+        for columns, params in shapes.items():
+            conn.execute(update(runs).where(runs.c.id == bindparam("run_id_"))
+                         .values({c: bindparam("v_" + c, type_=runs.c[c].type) for c in columns}), params)
+
+
+def _end_attempt(run: _Row, finished_at: datetime | None, status: RunStatus, error_kind: str | None,
                  error_message: str | None) -> None:
     """Close the run's current attempt in its log. One that never said it started (its worker died first) is
     still an attempt: counted here, logged without a start."""
     log = list(run.attempt_log or [])
     if run.status != RunStatus.RUNNING:
-        run.attempts += 1
+        run.set(attempts=run.attempts + 1)
         log.append({"attempt": run.attempts, "started_at": None})
     elif not log or "status" in log[-1]:  # started before the store kept a log (schema 0003)
         log.append({"attempt": run.attempts, "started_at": run.started_at.isoformat() if run.started_at else None})
     log[-1] = {**log[-1], "finished_at": (finished_at or utcnow()).isoformat(), "status": RunStatus(status).value,
                "error_kind": error_kind, "error_message": (error_message or "")[:500] or None}
-    run.attempt_log = log
+    run.set(attempt_log=log)
 
 
 def _flatten(run: RunModel, wave_number: int, design: str) -> RunRecord:

@@ -1,0 +1,64 @@
+"""Buffered reports on real Ray (``ray_tasks.py``): every point of a run arrives, in order, with its result; a curve
+longer than ``resources.max_curve_points`` is thinned evenly and keeps its last point; a worker killed mid-run loses
+at most the batch it had not sent yet, never a recorded point."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.execution.driver import run_study
+from orchestrator.execution.executor import RayExecutor
+from orchestrator.execution.ray_tasks import FLUSH_S
+from orchestrator.spec import parse_spec
+from orchestrator.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def _study(name: str, tmp_path, levels: list[int], fixed: dict, resources: dict | None = None):
+    return parse_spec({
+        "study": name, "experiment": "experiments.synthetic:run",
+        "fixed": {"surface": {"x": 1.0}, "curve_as": "loss", **fixed},
+        "factors": {"x": {"levels": levels}}, "response": {"metric": "loss"},
+        "strategy": {"mode": "grid", "runs_per_wave": len(levels), "prune": False},
+        "resources": {"gpus_per_run": 0, "cpus_per_run": 1, **(resources or {})},
+        "artifacts": str(tmp_path / "artifacts"),
+    })
+
+
+def _steps(store: Store, key: str) -> list[int]:
+    return [step for step, name, _ in store.curve(key) if name == "loss"]
+
+
+def test_every_point_arrives_in_order_and_a_long_curve_is_thinned_keeping_its_last_point(sqlite_url, tmp_path):
+    # Two runs of 3,000 reports as fast as a loop goes: many batches each (1,000 points or 0.5 s), the last one
+    # carried back with the result.
+    store = Store(sqlite_url)
+    with RayExecutor(num_cpus=2, num_gpus=0) as executor:
+        run_study(_study("all", tmp_path, [1, 2], {"steps": 3000}, {"max_curve_points": 5000}), store, executor)
+        run_study(_study("capped", tmp_path, [1, 2], {"steps": 3000}, {"max_curve_points": 100}), store, executor)
+    for run in store.runs("all"):
+        assert run.status == "COMPLETE" and _steps(store, run["cell_key"]) == list(range(1, 3001))
+    for run in store.runs("capped"):
+        steps = _steps(store, run["cell_key"])
+        assert run.status == "COMPLETE" and len(steps) <= 100 and steps[0] == 1 and steps[-1] == 3000
+        gaps = {b - a for a, b in zip(steps[:-2], steps[1:-1])}
+        assert len(gaps) == 1, gaps  # evenly spaced (the last point aside)
+    store.close()
+
+
+def test_a_worker_killed_mid_run_loses_at_most_its_unsent_batch(sqlite_url, tmp_path):
+    # 40 steps of 0.1 s; SIGKILLed right after reporting step 30, with no retry: the curve stored is steps 1..m,
+    # every one of them, where the points after m (at most FLUSH_S of reports, plus the flusher's delay on a busy
+    # machine) were still in the worker's buffer.
+    store = Store(sqlite_url)
+    spec = _study("killed", tmp_path, [1, 2], {"steps": 40, "sleep_s": 4.0, "kill_if": {"x": 1}, "kill_at": 30},
+                  {"max_retries": 0})
+    with RayExecutor(num_cpus=2, num_gpus=0) as executor:
+        run_study(spec, store, executor)
+    runs = {r["param.x"]: r for r in store.runs("killed")}
+    assert (runs[1].status, runs[1]["error_kind"]) == ("FAILED", "worker_died")
+    steps = _steps(store, runs[1]["cell_key"])
+    assert steps == list(range(1, len(steps) + 1)) and 30 - 3 * FLUSH_S / 0.1 <= len(steps) <= 30, steps
+    assert runs[2].status == "COMPLETE" and _steps(store, runs[2]["cell_key"]) == list(range(1, 41))
+    store.close()
