@@ -43,7 +43,9 @@ its top, so a worker pays no extra import for them.
 (c) ``starts``: ``--zero-runs`` (256) runs that return at once (``noop_run``), ``cpus_per_run: 0.1``,
     ``runs_per_wave: 16`` (the grid releases every wave at once), on a fresh Ray, for ``max_runs_per_worker`` 8 (the
     default: a worker process is replaced every 8 runs, ~0.8 s of CPU each here) and 1000; runs/s = runs / (last
-    ``finished_at`` - first ``started_at``, from the store). Target >= 50 runs/s. Today: 21 s, about 12 runs/s.
+    ``finished_at`` - first ``started_at``, from the store), on a cold Ray (every worker process started inside the
+    span, as today's figure) and a warm one (after an untimed study of 32 zero-length runs on the same Ray: the rate
+    a study under way sustains). Target >= 50 runs/s. Today: 21 s, about 12 runs/s.
 
 Fairness: every configuration starts on a fresh Ray with no worker process; worker start-up is outside every window
 of (b) (the barrier) but inside (c)'s span, as it was in today's figures. The machine has 2 cores: the 1-minute
@@ -261,9 +263,9 @@ def curve_rows(store, study: str) -> int:
                             .where(StudyModel.name == study)).scalar_one()
 
 
-def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None) -> dict[str, Any]:
+def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None, warm_up=None) -> dict[str, Any]:
     """Run the study on a fresh Ray into ``url``; its runs, the curve rows, call and return times, and the dashboard
-    polls made meanwhile (``poll_to``)."""
+    polls made meanwhile (``poll_to``). ``warm_up``: a study run first on the same Ray, untimed (workers started)."""
     from bench.scheduling import fresh_ray
     from orchestrator.execution.driver import run_study
     from orchestrator.execution.executor import RayExecutor
@@ -276,6 +278,8 @@ def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None) -> dict[str, A
                                    str(poll_to)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with fresh_ray(0), RayExecutor() as executor:
+            if warm_up is not None:
+                run_study(warm_up, store, executor)
             t_call = time.time()
             run_study(spec, store, executor)
             t_done = time.time()
@@ -291,9 +295,10 @@ def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None) -> dict[str, A
             "load_1m": os.getloadavg()[0]}
 
 
-def _run_in(kind: str, workdir: Path, name: str, pg_url: str, spec, poll_to: Path | None = None) -> dict[str, Any]:
+def _run_in(kind: str, workdir: Path, name: str, pg_url: str, spec, poll_to: Path | None = None,
+            warm_up=None) -> dict[str, Any]:
     with store_url(kind, workdir, name, pg_url) as url:
-        return run_on_fresh_ray(spec, url, poll_to)
+        return run_on_fresh_ray(spec, url, poll_to, warm_up)
 
 
 def attempt(run) -> dict[str, Any]:
@@ -397,12 +402,17 @@ def part_ingest(args, workdir: Path, kind: str, n: int, worker_mb: float) -> dic
     return res
 
 
-def part_starts(args, workdir: Path, max_runs_per_worker: int) -> dict[str, Any]:
-    n = args.zero_runs
-    spec = make_spec(f"scale-starts-{max_runs_per_worker}", "bench.scale:noop_run", n, {}, workdir / "art",
+def part_starts(args, workdir: Path, max_runs_per_worker: int, warm: bool = False) -> dict[str, Any]:
+    """Zero-length runs; ``warm``: after an untimed study of 32 on the same Ray (its workers started: the sustained
+    rate of a study under way, where cold includes starting the workers, as today's figure did)."""
+    n, tag = args.zero_runs, f"{max_runs_per_worker}-{'warm' if warm else 'cold'}"
+    spec = make_spec(f"scale-starts-{tag}", "bench.scale:noop_run", n, {}, workdir / "art",
                      cpus=0.1, per_wave=16, max_runs_per_worker=max_runs_per_worker)
-    got = attempt(lambda: _run_in("sqlite", workdir, f"starts-{max_runs_per_worker}", args.pg_url, spec))
-    res: dict[str, Any] = {"max_runs_per_worker": max_runs_per_worker, "runs": n, "load_1m": os.getloadavg()[0]}
+    warm_up = make_spec(f"scale-warm-{tag}", "bench.scale:noop_run", 32, {}, workdir / "art", cpus=0.1, per_wave=16,
+                        max_runs_per_worker=max_runs_per_worker) if warm else None
+    got = attempt(lambda: _run_in("sqlite", workdir, f"starts-{tag}", args.pg_url, spec, warm_up=warm_up))
+    res: dict[str, Any] = {"max_runs_per_worker": max_runs_per_worker, "warm": warm, "runs": n,
+                           "load_1m": os.getloadavg()[0]}
     if why := got.get("error") or failures(got["runs"]):
         return {**res, "error": why}
     res["call_s"] = got["t_done"] - got["t_call"]
@@ -480,10 +490,10 @@ def print_dashboard(rows: list[dict]) -> None:
 def print_starts(rows: list[dict]) -> None:
     print(f"\n(c) run starts/s: zero-length runs, cpus_per_run 0.1, runs_per_wave 16, fresh Ray, first start -> last "
           f"end from the store (today: {TODAY['starts_per_s']})")
-    print(f"  {'max_runs_per_worker':>19} {'runs':>5} {'span s':>7} {'runs/s':>7} {'workers':>7} {'call s':>7} "
-          f"{'load':>5}")
+    print(f"  {'max_runs_per_worker':>19} {'Ray':>5} {'runs':>5} {'span s':>7} {'runs/s':>7} {'workers':>7} "
+          f"{'call s':>7} {'load':>5}   (warm: after 32 untimed runs on the same Ray)")
     for r in rows:
-        head = f"  {r['max_runs_per_worker']:>19} {r['runs']:>5}"
+        head = f"  {r['max_runs_per_worker']:>19} {'warm' if r['warm'] else 'cold':>5} {r['runs']:>5}"
         if "error" in r:
             print(f"{head} FAILED: {r['error']}")
             continue
@@ -511,7 +521,8 @@ def verdicts(out: dict) -> list[str]:
         lines.append(verdict("(d) dashboard refresh during (b)", worst and worst["dashboard"]["load_s"]["max"],
                              TARGETS["refresh_s"], False, "s", where))
     for r in out.get("starts", []):
-        lines.append(verdict(f"(c) run starts, max_runs_per_worker {r['max_runs_per_worker']}", r.get("runs_per_s"),
+        lines.append(verdict(f"(c) run starts, max_runs_per_worker {r['max_runs_per_worker']}, "
+                             f"{'warm' if r['warm'] else 'cold'} Ray", r.get("runs_per_s"),
                              TARGETS["starts_per_s"], True, "runs/s"))
     return lines
 
@@ -575,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
             print_ingest(out["ingest"], args.offered, args.report_s)
             print_dashboard(out["ingest"])
         if "starts" in parts:
-            out["starts"] = [part_starts(args, workdir, m) for m in (8, 1000)]
+            out["starts"] = [part_starts(args, workdir, m, warm) for warm in (False, True) for m in (8, 1000)]
             print_starts(out["starts"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

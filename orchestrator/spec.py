@@ -179,7 +179,7 @@ class Resources(_Frozen):
     )
     max_curve_points: StrictInt = Field(
         2000, ge=10, description="Curve points stored per run and metric; beyond it the curve is thinned evenly, the "
-                                 "last point always kept (orchestrator/curve_cap.py)."
+                                 "last point always kept (orchestrator/execution/curve_cap.py)."
     )
 
 

@@ -1,5 +1,6 @@
 """Artifacts on a cluster of two nodes (#13.13): an object-store URI (here file://) carries a run's outputs to a
-`store:` reference on any node, and a path some node cannot see is refused before launch.
+`store:` reference on any node, and a path some node cannot see is refused before launch. On the same two nodes
+(starting them is what costs): each node gets an inbox of its own for its workers' reports (#16).
 
 Two local Ray nodes on one machine share its disk, so the second node runs in a private mount namespace with an
 empty tmpfs over one directory: that directory is node-local to the head, as a local disk on a real cluster is.
@@ -110,3 +111,38 @@ def test_a_path_one_node_cannot_see_is_refused_before_launch(tmp_path, two_nodes
     out = wavesweep("run", str(write_spec(tmp_path / "s.yaml", shared)), "--store", url, "--ray-address", address,
                     env=AUTH)
     assert out.returncode == 0, out.stderr  # a directory both nodes see is fine
+
+
+def test_each_node_gets_an_inbox_of_its_own_and_a_worker_reports_to_its_nodes(two_nodes, monkeypatch):
+    # The same two nodes (the fixture is this module's): the driver gives every node an inbox actor, pinned to it
+    # (ray_tasks.Inboxes), so no one actor carries every worker's batches; a task uses its own node's.
+    address, _, _ = two_nodes
+    for name, value in AUTH.items():
+        monkeypatch.setenv(name, value)
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.execution.ray_tasks import Inboxes, pick
+
+    @ray.remote(num_cpus=0)
+    def send(handles: dict, key: str) -> tuple[str, str]:
+        inbox = pick(handles)
+        ray.get(inbox.put.remote(key, 1, [("progress", (1, {"loss": 1.0}))]))
+        return ray.get_runtime_context().get_node_id(), ray.get(inbox.node.remote())
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        inboxes = Inboxes()
+        handles = inboxes.handles()
+        assert len(handles) == 2
+        assert {node: ray.get(inbox.node.remote()) for node, inbox in handles.items()} == {n: n for n in handles}
+        sent = ray.get([send.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                        .remote(handles, f"k-{node}") for node in handles])
+        assert sorted(worker for worker, _ in sent) == sorted(handles)
+        assert all(worker == inbox for worker, inbox in sent)  # each worker reported to its own node's inbox
+        batches, _ = inboxes.drain()
+        assert sorted(key for key, _, _ in batches) == sorted(f"k-{node}" for node in handles)
+        assert inboxes.drain() == ([], set())
+        inboxes.close()
+    finally:
+        ray.shutdown()

@@ -99,8 +99,10 @@ def test_verdicts_name_how_the_256_case_ran():
     dash = {"load_s": {"n": 3, "median": 0.1, "max": 0.2}, "curve_s": {"n": 0}, "errors": []}
     out = {"ingest": [{"store": "postgresql", "runs": 256, "concurrent": 64, "how": "4 barrier waves of 64 concurrent",
                        "points_per_s": 6000.0, "dashboard": dash}],
-           "starts": [{"max_runs_per_worker": 8, "error": "boom"}]}
+           "starts": [{"max_runs_per_worker": 8, "warm": False, "error": "boom"},
+                      {"max_runs_per_worker": 8, "warm": True, "runs_per_s": 60.0}]}
     lines = sc.verdicts(out)
     assert "(as 4 barrier waves of 64 concurrent)" in lines[0] and lines[0].endswith("yes")
     assert lines[1].startswith("(d)") and lines[1].endswith("yes")
-    assert "not measured" in lines[2]
+    assert "cold Ray" in lines[2] and "not measured" in lines[2]
+    assert "warm Ray" in lines[3] and lines[3].endswith("yes")

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from orchestrator.curve_cap import CurveCap
+from orchestrator.execution.curve_cap import CurveCap
 from orchestrator.errors import SpecError
 from orchestrator.spec import parse_spec
 

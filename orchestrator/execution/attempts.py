@@ -41,8 +41,8 @@ class Attempts:
 
     ``use_gpus``: whether runs take GPUs at all (a cluster without GPUs runs them on CPUs, whatever they ask)."""
 
-    def __init__(self, spec: Spec, use_gpus: bool, inbox: Any):
-        self.spec, self.res, self.use_gpus, self.inbox = spec, spec.resources, use_gpus, inbox
+    def __init__(self, spec: Spec, use_gpus: bool, inboxes: Any):
+        self.spec, self.res, self.use_gpus, self.inboxes = spec, spec.resources, use_gpus, inboxes
         self.live: dict[Any, Attempt] = {}  # Ray object ref -> attempt
         self.current: dict[str, Attempt] = {}  # cell key -> its live attempt
         # A run with no heartbeat for the grace period is lost; beat a few times within it.
@@ -77,7 +77,7 @@ class Attempts:
             "attempt": number, "heartbeat_s": self.heartbeat_s, "inputs": job.inputs,
         }
         attempt = Attempt(job, number, gpus, cpus)
-        self.live[task.remote(payload, self.inbox)] = attempt
+        self.live[task.remote(payload, self.inboxes.handles())] = attempt
         self.current[job.cell.key] = attempt
 
     def prune(self, key: str) -> None:
@@ -86,12 +86,10 @@ class Attempts:
         attempt = self.current.get(key)
         if attempt is not None and attempt.pruned is None:
             attempt.pruned = time.monotonic()
-            self.inbox.stop.remote(key, attempt.number)
+            self.inboxes.stop(key, attempt.number)
 
     def drain(self) -> Iterator[Event]:
-        import ray
-
-        batches, beats = ray.get(self.inbox.drain.remote())
+        batches, beats = self.inboxes.drain()
         now = self._drained_at = time.monotonic()
         for key, number in beats:
             if (attempt := self._attempt(key, number)) is not None:

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifacts import run_location
 from orchestrator.cells import Cell, Seeds
-from orchestrator.curve_cap import CurveCap
 from orchestrator.execution.costs import CostModel
+from orchestrator.execution.curve_cap import CurveCap
 from orchestrator.execution.events import Finished, Job, Progress, Retry, Started
 from orchestrator.execution.lease import StudyLease
 from orchestrator.execution.outcome import Listener, Outcome

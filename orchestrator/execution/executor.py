@@ -119,18 +119,16 @@ class RayExecutor:
     def session(self, spec: Spec) -> Iterator[Attempts]:
         """The study's live attempts on Ray, across waves; every attempt still queued or running when the session
         ends (an error, a lost lease) is cancelled."""
-        import ray
-
         from orchestrator.execution.attempts import Attempts
-        from orchestrator.execution.ray_tasks import Inbox
+        from orchestrator.execution.ray_tasks import Inboxes
 
-        inbox = Inbox.options(num_cpus=0).remote()
-        attempts = Attempts(spec, self.capacity(spec)[0] > 0, inbox)
+        inboxes = Inboxes()
+        attempts = Attempts(spec, self.capacity(spec)[0] > 0, inboxes)
         try:
             yield attempts
         finally:
             attempts.cancel_all()
-            ray.kill(inbox)
+            inboxes.close()
 
 
 def _runtime_env() -> dict | None:

@@ -15,7 +15,9 @@ task's return value. Heartbeats are sent by a thread of their own, apart from th
 from __future__ import annotations
 
 import functools
+import math
 import threading
+import time
 from typing import Any
 
 import ray
@@ -24,6 +26,8 @@ from orchestrator.execution.worker import run_cell
 
 FLUSH_S = 0.5  # a buffered run's events leave at least this often
 FLUSH_POINTS = 1000  # ... or once this many are waiting
+NODES_REFRESH_S = 10.0  # how often the driver looks for new nodes to give an inbox
+INBOX_START_S = 60.0  # the most the driver waits for its inboxes to start (a dying node's need not hold it up)
 
 
 @ray.remote
@@ -56,6 +60,70 @@ class Inbox:
         batches, self._batches = self._batches, []
         beats, self._beats = self._beats, set()
         return batches, beats
+
+    def node(self) -> str:
+        """The node this inbox lives on."""
+        return ray.get_runtime_context().get_node_id()
+
+
+class Inboxes:
+    """One inbox actor per alive node, each pinned to its node (strictly: Ray's soft affinity placed them on each
+    other's nodes in a two-node test), so no single actor carries every worker's batches; a worker uses its own
+    node's. New nodes (an autoscaler's) get theirs within NODES_REFRESH_S of the next launch; their workers use
+    another node's meanwhile."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, Any] = {}
+        self._looked = -math.inf
+        # Up before the first run is submitted: an actor's process takes a second or two to start, and every run's
+        # "started" waits for its inbox. (A node found later gets its inbox without waiting.)
+        refs = [inbox.node.remote() for inbox in self.handles().values()]
+        ray.wait(refs, num_returns=len(refs), timeout=INBOX_START_S)
+
+    def handles(self) -> dict[str, Any]:
+        """{node id: inbox}, refreshed at most every NODES_REFRESH_S: what a task is given."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if time.monotonic() - self._looked >= NODES_REFRESH_S:
+            self._looked = time.monotonic()
+            for node in ray.nodes():
+                node_id = node["NodeID"]
+                if node.get("Alive") and node_id not in self.by_node:
+                    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+                    self.by_node[node_id] = Inbox.options(num_cpus=0, scheduling_strategy=strategy).remote()
+        return self.by_node
+
+    def drain(self) -> tuple[list[tuple[str, int, list[tuple[str, Any]]]], set[tuple[str, int]]]:
+        """Every inbox's batches and heartbeats (one call each, all at once); an inbox whose node died is dropped
+        (its runs' results say what happened to them)."""
+        refs = {node: inbox.drain.remote() for node, inbox in self.by_node.items()}
+        batches, beats = [], set()
+        for node, ref in refs.items():
+            try:
+                got, heard = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                del self.by_node[node]
+                continue
+            batches += got
+            beats |= heard
+        return batches, beats
+
+    def stop(self, cell_key: str, attempt: int) -> None:
+        for inbox in self.by_node.values():
+            inbox.stop.remote(cell_key, attempt)
+
+    def close(self) -> None:
+        for inbox in self.by_node.values():
+            ray.kill(inbox)
+
+
+def pick(inboxes: dict[str, Any]) -> Any:
+    """This worker's inbox: its node's, or (a node too new to have one) one chosen by the node id, never None."""
+    node = ray.get_runtime_context().get_node_id()
+    if node in inboxes:
+        return inboxes[node]
+    names = sorted(inboxes)
+    return inboxes[names[int(node[:8], 16) % len(names)]]
 
 
 @functools.cache
@@ -108,7 +176,9 @@ class Outbox:
         while True:
             with cls._lock:
                 box = cls._current
-            if box is None:
+            if box is None or box.closed.is_set():
+                # No run, or one that has just ended (its close() may not have detached it yet): wait for the next
+                # run, not on this one's event, or the next run's "started" would wait a whole FLUSH_S.
                 cls._attached.wait()
                 cls._attached.clear()
                 continue
@@ -182,8 +252,9 @@ class Heartbeat:
                 inbox.beat.remote(key, attempt)
 
 
-def _run_cell(payload: dict[str, Any], inbox: Any) -> dict[str, Any]:
+def _run_cell(payload: dict[str, Any], inboxes: dict[str, Any]) -> dict[str, Any]:
     key, attempt = payload["cell_key"], payload["attempt"]
+    inbox = pick(inboxes)
     outbox = Outbox(inbox, key, attempt)
     Heartbeat.serve(inbox, key, attempt, payload["heartbeat_s"])
     try:
