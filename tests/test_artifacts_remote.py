@@ -8,15 +8,17 @@ empty tmpfs over one directory: that directory is node-local to the head, as a l
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import synthetic_spec, write_spec
+from tests.conftest import REPO, synthetic_spec, write_spec
 from tests.ray_nodes import AUTH, RAY, free_port, stop_ray, wait_for
 from tests.test_cli import export_rows, wavesweep
 
@@ -113,36 +115,43 @@ def test_a_path_one_node_cannot_see_is_refused_before_launch(tmp_path, two_nodes
     assert out.returncode == 0, out.stderr  # a directory both nodes see is fine
 
 
-def test_each_node_gets_an_inbox_of_its_own_and_a_worker_reports_to_its_nodes(two_nodes, monkeypatch):
+_INBOXES = """
+import json, sys
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from orchestrator.execution.ray_tasks import Inboxes, pick
+
+@ray.remote(num_cpus=0)
+def send(handles, key):
+    inbox = pick(handles)
+    ray.get(inbox.put.remote(key, 1, [("progress", (1, {"loss": 1.0}))]))
+    return ray.get_runtime_context().get_node_id(), ray.get(inbox.node.remote())
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+inboxes = Inboxes()
+handles = inboxes.handles()
+placed = {node: ray.get(inbox.node.remote()) for node, inbox in handles.items()}
+sent = ray.get([send.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(handles, "k-" + node) for node in handles])
+batches, _ = inboxes.drain()
+again = inboxes.drain()
+inboxes.close()
+print(json.dumps({"placed": placed, "sent": sent, "keys": sorted(k for k, _, _ in batches),
+                  "again": [len(again[0]), len(again[1])]}))
+"""
+
+
+def test_each_node_gets_an_inbox_of_its_own_and_a_worker_reports_to_its_nodes(two_nodes):
     # The same two nodes (the fixture is this module's): the driver gives every node an inbox actor, pinned to it
-    # (ray_tasks.Inboxes), so no one actor carries every worker's batches; a task uses its own node's.
+    # (ray_tasks.Inboxes), so no one actor carries every worker's batches; a task uses its own node's. In a process
+    # of its own, as a driver is (Ray's connection state is per process).
     address, _, _ = two_nodes
-    for name, value in AUTH.items():
-        monkeypatch.setenv(name, value)
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from orchestrator.execution.ray_tasks import Inboxes, pick
-
-    @ray.remote(num_cpus=0)
-    def send(handles: dict, key: str) -> tuple[str, str]:
-        inbox = pick(handles)
-        ray.get(inbox.put.remote(key, 1, [("progress", (1, {"loss": 1.0}))]))
-        return ray.get_runtime_context().get_node_id(), ray.get(inbox.node.remote())
-
-    ray.init(address=address, log_to_driver=False)
-    try:
-        inboxes = Inboxes()
-        handles = inboxes.handles()
-        assert len(handles) == 2
-        assert {node: ray.get(inbox.node.remote()) for node, inbox in handles.items()} == {n: n for n in handles}
-        sent = ray.get([send.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-                        .remote(handles, f"k-{node}") for node in handles])
-        assert sorted(worker for worker, _ in sent) == sorted(handles)
-        assert all(worker == inbox for worker, inbox in sent)  # each worker reported to its own node's inbox
-        batches, _ = inboxes.drain()
-        assert sorted(key for key, _, _ in batches) == sorted(f"k-{node}" for node in handles)
-        assert inboxes.drain() == ([], set())
-        inboxes.close()
-    finally:
-        ray.shutdown()
+    out = subprocess.run([sys.executable, "-c", _INBOXES, address], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **AUTH}, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    nodes = sorted(got["placed"])
+    assert len(nodes) == 2 and all(node == inbox for node, inbox in got["placed"].items())
+    assert sorted(worker for worker, _ in got["sent"]) == nodes
+    assert all(worker == inbox for worker, inbox in got["sent"])  # each worker reported to its own node's inbox
+    assert got["keys"] == sorted(f"k-{node}" for node in nodes) and got["again"] == [0, 0]
