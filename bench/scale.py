@@ -8,11 +8,11 @@ starts/s, and the dashboard's live refresh while a study writes; every figure ne
 
 Run it from the repository root. ``--quick``: --runs 4, 3 s of reporting, 32 zero-length runs (a smoke run of about
 two minutes on the 2-core machine: five fresh Rays). Every configuration runs on a fresh local Ray of its own
-(``bench.scheduling.fresh_ray``: 16 logical CPUs, no GPU; runs ask ``gpus_per_run: 0``), with ``run_study`` and
-``RayExecutor`` as a study runs, a grid study over one factor ``i`` (one cell per run), the spec's pruning at its
-default (every point of the response goes to the pruner; grid cells are designed, so none is stopped). The
-experiments are functions of this module (``bench.scale:...``), which imports nothing beyond the standard library at
-its top, so a worker pays no extra import for them.
+(``bench.scheduling.fresh_ray``: 16 logical CPUs, and 16 logical GPUs in (c)'s product rows only, where runs ask
+``gpus_per_run: 1``; elsewhere 0), with ``run_study`` and ``RayExecutor`` as a study runs, a grid study over one
+factor ``i`` (one cell per run), the spec's pruning at its default (every point of the response goes to the pruner;
+grid cells are designed, so none is stopped). The experiments are functions of this module (``bench.scale:...``),
+which imports nothing beyond the standard library at its top, so a worker pays no extra import for them.
 
 (a) ``report``: 4 concurrent runs (``cpus_per_run: 1``) each call ``ctx.report(step, loss=...)`` ``--reports``
     times in a tight loop (``report_run``) and return the mean microseconds per call, timed inside the run with
@@ -40,12 +40,17 @@ its top, so a worker pays no extra import for them.
     once per TTL), and apart from it ``dashboard.data.curve`` of the newest running run (the Runs view with a live
     run selected). Median and max over the polls that found the study. Target: under the 3 s budget
     (docs/benchmarks.md, "Dashboard at scale").
-(c) ``starts``: ``--zero-runs`` (256) runs that return at once (``noop_run``), ``cpus_per_run: 0.1``,
-    ``runs_per_wave: 16`` (the grid releases every wave at once), on a fresh Ray, for ``max_runs_per_worker`` 8 (the
-    default: a worker process is replaced every 8 runs, ~0.8 s of CPU each here) and 1000; runs/s = runs / (last
-    ``finished_at`` - first ``started_at``, from the store), on a cold Ray (every worker process started inside the
-    span, as today's figure) and a warm one (after an untimed study of 32 zero-length runs on the same Ray: the rate
-    a study under way sustains). Target >= 50 runs/s. Today: 21 s, about 12 runs/s.
+(c) ``starts``: ``--zero-runs`` (256) runs that return at once (``noop_run``), ``runs_per_wave: 16`` (the grid
+    releases every wave at once), each configuration on a fresh Ray; runs/s = runs / (last ``finished_at`` - first
+    ``started_at``, from the store). Two settings. Today's: runs on 0.1 CPU each and no GPU, so Ray runs up to 160 at
+    once on its 16 logical CPUs and starts a worker process for as many as it can, all inside the span (cold), for
+    ``max_runs_per_worker`` 8 (the default: a worker process is replaced every 8 runs) and 1000. The product's: 16
+    logical GPUs, one run per GPU (``gpus_per_run: 1``), warm (after an untimed study of 16 runs that hold their
+    device until all 16 have started, so every device's worker process is up: the rate of a study under way), for
+    the same two ``max_runs_per_worker``. Each row also gives the CPU milliseconds per run of the driver and of the
+    whole machine (``cpu_seconds``): here the driver, Ray and every worker share 2 cores, where on a cluster the
+    workers' and raylets' share is spread over the nodes and the driver's alone sets the ceiling (1000 / its ms per
+    run). Target >= 50 runs/s. Today: 21 s, about 12 runs/s.
 
 Fairness: every configuration starts on a fresh Ray with no worker process; worker start-up is outside every window
 of (b) (the barrier) but inside (c)'s span, as it was in today's figures. The machine has 2 cores: the 1-minute
@@ -153,8 +158,10 @@ def paced_run(params: dict[str, Any], ctx: Any) -> dict[str, float]:
 
 
 def noop_run(params: dict[str, Any], ctx: Any) -> dict[str, float]:
-    """(c): returns at once."""
-    return {"loss": 0.0, "pid": float(os.getpid())}
+    """(c): returns at once (the warm-up's runs first wait at a barrier for ``group``: every worker is then up)."""
+    if "barrier" in params:
+        barrier(Path(params["barrier"]), ctx.cell_key, int(params["group"]), float(params["barrier_s"]))
+    return {"loss": 0.0, "pid": float(os.getpid()), "t": time.time()}
 
 
 # --- pure helpers -----------------------------------------------------------------------------------------------------
@@ -219,10 +226,10 @@ def verdict(label: str, value: float | None, target: float, at_least: bool, unit
 
 
 def make_spec(study: str, experiment: str, n: int, fixed: dict, artifacts: Path, *, cpus: float, per_wave: int,
-              max_runs_per_worker: int = 1000, backfill: bool = True, max_points: int | None = None):
+              max_runs_per_worker: int = 1000, backfill: bool = True, max_points: int | None = None, gpus: int = 0):
     from orchestrator.spec import Resources, parse_spec
 
-    resources: dict[str, Any] = {"gpus_per_run": 0, "cpus_per_run": cpus, "max_runs_per_worker": max_runs_per_worker}
+    resources: dict[str, Any] = {"gpus_per_run": gpus, "cpus_per_run": cpus, "max_runs_per_worker": max_runs_per_worker}
     if max_points is not None and "max_curve_points" in Resources.model_fields:
         resources["max_curve_points"] = max_points
     return parse_spec({
@@ -263,9 +270,10 @@ def curve_rows(store, study: str) -> int:
                             .where(StudyModel.name == study)).scalar_one()
 
 
-def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None, warm_up=None) -> dict[str, Any]:
-    """Run the study on a fresh Ray into ``url``; its runs, the curve rows, call and return times, and the dashboard
-    polls made meanwhile (``poll_to``). ``warm_up``: a study run first on the same Ray, untimed (workers started)."""
+def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None, warm_up=None, gpus: int = 0) -> dict[str, Any]:
+    """Run the study on a fresh Ray (``gpus`` logical GPUs) into ``url``; its runs, the curve rows, call and return
+    times, the CPU seconds each class of process spent on it (:func:`cpu_seconds`) and the dashboard polls made
+    meanwhile (``poll_to``). ``warm_up``: a study run first on the same Ray, untimed (workers started)."""
     from bench.scheduling import fresh_ray
     from orchestrator.execution.driver import run_study
     from orchestrator.execution.executor import RayExecutor
@@ -277,12 +285,14 @@ def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None, warm_up=None) 
         poller = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--poll", url, spec.study,
                                    str(poll_to)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with fresh_ray(0), RayExecutor() as executor:
+        with fresh_ray(gpus), RayExecutor() as executor:
             if warm_up is not None:
                 run_study(warm_up, store, executor)
+            cpu_before = cpu_seconds()
             t_call = time.time()
             run_study(spec, store, executor)
             t_done = time.time()
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds().items()}
     finally:
         if poller is not None:
             poller.terminate()
@@ -291,14 +301,26 @@ def run_on_fresh_ray(spec, url: str, poll_to: Path | None = None, warm_up=None) 
     rows = curve_rows(store, spec.study)
     store.close()
     polls = [json.loads(line) for line in poll_to.read_text().splitlines()] if poll_to and poll_to.exists() else []
-    return {"runs": runs, "rows": rows, "t_call": t_call, "t_done": t_done, "polls": polls,
-            "load_1m": os.getloadavg()[0]}
+    return {"runs": runs, "rows": rows, "t_call": t_call, "t_done": t_done, "polls": polls, "cpu": cpu,
+            "warm_up_runs": store.runs(warm_up.study) if warm_up is not None else [], "load_1m": os.getloadavg()[0]}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (the driver) and of the whole machine (every process: the
+    driver, Ray's worker processes, those that exited included, and Ray's own GCS, raylet and agents). The bench runs
+    alone on the machine, so the difference over a study is what it cost."""
+    import psutil
+
+    mine, machine = psutil.Process().cpu_times(), psutil.cpu_times()
+    busy = machine.user + machine.nice + machine.system + getattr(machine, "irq", 0.0) + \
+        getattr(machine, "softirq", 0.0) + getattr(machine, "steal", 0.0)
+    return {"driver": mine.user + mine.system, "machine": busy}
 
 
 def _run_in(kind: str, workdir: Path, name: str, pg_url: str, spec, poll_to: Path | None = None,
-            warm_up=None) -> dict[str, Any]:
+            warm_up=None, gpus: int = 0) -> dict[str, Any]:
     with store_url(kind, workdir, name, pg_url) as url:
-        return run_on_fresh_ray(spec, url, poll_to, warm_up)
+        return run_on_fresh_ray(spec, url, poll_to, warm_up, gpus)
 
 
 def attempt(run) -> dict[str, Any]:
@@ -402,25 +424,50 @@ def part_ingest(args, workdir: Path, kind: str, n: int, worker_mb: float) -> dic
     return res
 
 
-def part_starts(args, workdir: Path, max_runs_per_worker: int, warm: bool = False) -> dict[str, Any]:
-    """Zero-length runs; ``warm``: after an untimed study of 32 on the same Ray (its workers started: the sustained
-    rate of a study under way, where cold includes starting the workers, as today's figure did)."""
-    n, tag = args.zero_runs, f"{max_runs_per_worker}-{'warm' if warm else 'cold'}"
-    spec = make_spec(f"scale-starts-{tag}", "bench.scale:noop_run", n, {}, workdir / "art",
-                     cpus=0.1, per_wave=16, max_runs_per_worker=max_runs_per_worker)
-    warm_up = make_spec(f"scale-warm-{tag}", "bench.scale:noop_run", 32, {}, workdir / "art", cpus=0.1, per_wave=16,
-                        max_runs_per_worker=max_runs_per_worker) if warm else None
-    got = attempt(lambda: _run_in("sqlite", workdir, f"starts-{tag}", args.pg_url, spec, warm_up=warm_up))
-    res: dict[str, Any] = {"max_runs_per_worker": max_runs_per_worker, "warm": warm, "runs": n,
+STARTS = [  # (c)'s configurations: (logical GPUs, max_runs_per_worker, warm)
+    (0, 8, False), (0, 1000, False),  # today's: runs on 0.1 CPU each, up to 160 at once, every worker started cold
+    (16, 8, True), (16, 1000, True),  # a study under way on 16 devices: one run per (logical) GPU, workers up
+]
+
+
+def part_starts(args, workdir: Path, gpus: int, max_runs_per_worker: int, warm: bool) -> dict[str, Any]:
+    """Zero-length runs. ``gpus`` 0: on 0.1 CPU each (today's figure's setting: Ray runs up to 160 at once and
+    starts a worker process for as many as it can); else one per logical GPU. ``warm``: after an untimed study of
+    ``gpus`` runs that wait at a barrier until all have started, so every device's worker process is up (a study under
+    way)."""
+    n, tag = args.zero_runs, f"{gpus}-{max_runs_per_worker}-{'warm' if warm else 'cold'}"
+    per_run = {"gpus": 1 if gpus else 0, "max_runs_per_worker": max_runs_per_worker}
+    spec = make_spec(f"scale-starts-{tag}", "bench.scale:noop_run", n, {}, workdir / "art", cpus=0.1, per_wave=16,
+                     **per_run)
+    group = max(gpus, 16)
+    warm_up = make_spec(f"scale-warm-{tag}", "bench.scale:noop_run", group,
+                        {"group": group, "barrier": str(workdir / f"barrier-{tag}"), "barrier_s": BARRIER_S},
+                        workdir / "art", cpus=0.1, per_wave=16, **per_run) if warm else None
+    got = attempt(lambda: _run_in("sqlite", workdir, f"starts-{tag}", args.pg_url, spec, warm_up=warm_up, gpus=gpus))
+    res: dict[str, Any] = {"gpus": gpus, "max_runs_per_worker": max_runs_per_worker, "warm": warm, "runs": n,
                            "load_1m": os.getloadavg()[0]}
     if why := got.get("error") or failures(got["runs"]):
         return {**res, "error": why}
-    res["call_s"] = got["t_done"] - got["t_call"]
-    first = min(r["started_at"] for r in got["runs"])
-    last = max(r["finished_at"] for r in got["runs"])
+    return {**res, **starts_figures(got["runs"], got["warm_up_runs"], got["cpu"], got["t_done"] - got["t_call"])}
+
+
+def starts_figures(runs: list[dict], warm_up_runs: list[dict], cpu: dict[str, float], call_s: float) -> dict:
+    """runs/s over the span (first start -> last end, from the store), the worker processes that served the runs and
+    how many of them were not up before (started within the span), the median gap between two runs of one worker
+    (its device idle between them), and the CPU milliseconds per run of each class of process."""
+    first = min(r["started_at"] for r in runs)
+    last = max(r["finished_at"] for r in runs)
     span = (last - first).total_seconds()
-    res.update(span_s=span, runs_per_s=n / span, workers=len({r.metrics["pid"] for r in got["runs"]}))
-    return res
+    pids = {r["metric.pid"] for r in runs}
+    by_pid: dict[float, list[float]] = {}
+    for r in runs:
+        by_pid.setdefault(r["metric.pid"], []).append(r["metric.t"])
+    gaps = [b - a for ts in by_pid.values() for a, b in zip(sorted(ts), sorted(ts)[1:])]
+    n = len(runs)
+    return {"span_s": span, "runs_per_s": n / span, "workers": len(pids),
+            "new_workers": len(pids - {r["metric.pid"] for r in warm_up_runs}),
+            "gap_ms": 1000 * statistics.median(gaps) if gaps else None, "call_s": call_s,
+            "cpu_ms": {k: 1000 * v / n for k, v in cpu.items()}}
 
 
 # --- printing -------------------------------------------------------------------------------------------------------
@@ -488,17 +535,26 @@ def print_dashboard(rows: list[dict]) -> None:
 
 
 def print_starts(rows: list[dict]) -> None:
-    print(f"\n(c) run starts/s: zero-length runs, cpus_per_run 0.1, runs_per_wave 16, fresh Ray, first start -> last "
-          f"end from the store (today: {TODAY['starts_per_s']})")
-    print(f"  {'max_runs_per_worker':>19} {'Ray':>5} {'runs':>5} {'span s':>7} {'runs/s':>7} {'workers':>7} "
-          f"{'call s':>7} {'load':>5}   (warm: after 32 untimed runs on the same Ray)")
+    print(f"\n(c) run starts/s: zero-length runs, runs_per_wave 16, fresh Ray, first start -> last end from the store "
+          f"(today: {TODAY['starts_per_s']}, on 0.1 CPU each, cold)")
+    print(f"  {'devices':>16} {'max_runs_per_worker':>19} {'Ray':>4} {'runs':>5} {'span s':>6} {'runs/s':>6} "
+          f"{'workers':>7} {'new':>4} {'gap ms':>6} | CPU ms/run: {'driver':>6} {'machine':>7} "
+          f"{'driver ceiling':>14} {'load':>5}")
     for r in rows:
-        head = f"  {r['max_runs_per_worker']:>19} {'warm' if r['warm'] else 'cold':>5} {r['runs']:>5}"
+        where = f"{r['gpus']} logical GPUs" if r["gpus"] else "0.1 CPU per run"
+        head = f"  {where:>16} {r['max_runs_per_worker']:>19} {'warm' if r['warm'] else 'cold':>4} {r['runs']:>5}"
         if "error" in r:
             print(f"{head} FAILED: {r['error']}")
             continue
-        print(f"{head} {r['span_s']:>7.1f} {r['runs_per_s']:>7.1f} {r['workers']:>7} {r['call_s']:>7.1f} "
-              f"{r['load_1m']:>5.1f}")
+        cpu = r["cpu_ms"]
+        print(f"{head} {r['span_s']:>6.1f} {r['runs_per_s']:>6.1f} {r['workers']:>7} {r['new_workers']:>4} "
+              f"{_f(r['gap_ms'], '>6.0f')} | {'':>11} {cpu['driver']:>6.1f} {cpu['machine']:>7.1f} "
+              f"{1000 / cpu['driver']:>8.0f} runs/s {r['load_1m']:>5.1f}")
+    print("  new: worker processes that served runs and were not up before the span (started, or replacing one, in "
+          "it); gap: median time between two runs of one worker (its device idle); CPU per run over the study: this "
+          "process (the driver) and the machine (all processes: the driver, Ray's, the workers'); driver ceiling: "
+          "1000 / the driver's ms per run. Warm: after an untimed study of 16 runs that each hold a device until all "
+          "16 have started.")
 
 
 def verdicts(out: dict) -> list[str]:
@@ -521,7 +577,8 @@ def verdicts(out: dict) -> list[str]:
         lines.append(verdict("(d) dashboard refresh during (b)", worst and worst["dashboard"]["load_s"]["max"],
                              TARGETS["refresh_s"], False, "s", where))
     for r in out.get("starts", []):
-        lines.append(verdict(f"(c) run starts, max_runs_per_worker {r['max_runs_per_worker']}, "
+        where = f"{r['gpus']} logical GPUs" if r.get("gpus") else "0.1 CPU per run"
+        lines.append(verdict(f"(c) run starts, {where}, max_runs_per_worker {r['max_runs_per_worker']}, "
                              f"{'warm' if r['warm'] else 'cold'} Ray", r.get("runs_per_s"),
                              TARGETS["starts_per_s"], True, "runs/s"))
     return lines
@@ -559,7 +616,7 @@ def main(argv: list[str] | None = None) -> None:
             [s for s in stores if s not in ("sqlite", "postgresql")]:
         raise SystemExit(f"unknown parts or stores: {unknown}")
     print(f"{os.cpu_count()} cores, {mem_available_gib():.1f} GiB available; each configuration on a fresh local Ray "
-          f"({SLOTS} logical CPUs, no GPU)", flush=True)
+          f"({SLOTS} logical CPUs; no GPU but in (c)'s 16-GPU rows)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="wavesweep-scale-"))
     out: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("json", "poll")}}
     started = time.time()
@@ -586,7 +643,7 @@ def main(argv: list[str] | None = None) -> None:
             print_ingest(out["ingest"], args.offered, args.report_s)
             print_dashboard(out["ingest"])
         if "starts" in parts:
-            out["starts"] = [part_starts(args, workdir, m, warm) for warm in (False, True) for m in (8, 1000)]
+            out["starts"] = [part_starts(args, workdir, *config) for config in STARTS]
             print_starts(out["starts"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -95,14 +95,35 @@ def test_small_helpers():
     assert set(sc._memory_mb()) <= {"rss_mb", "uss_mb"}
 
 
+def test_starts_figures_count_new_workers_gaps_and_cpu_per_run():
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def run(pid, t, start_s, end_s):
+        return {"metric.pid": pid, "metric.t": t, "started_at": t0 + timedelta(seconds=start_s),
+                "finished_at": t0 + timedelta(seconds=end_s)}
+
+    runs = [run(1, 10.0, 0, 0.1), run(1, 10.5, 0.4, 0.5), run(2, 11.0, 0.9, 1.0), run(2, 11.2, 1.9, 2.0)]
+    got = sc.starts_figures(runs, [run(1, 5.0, 0, 1)], {"driver": 0.02, "machine": 0.4}, call_s=2.5)
+    assert got["span_s"] == 2.0 and got["runs_per_s"] == 2.0 and got["call_s"] == 2.5
+    assert got["workers"] == 2 and got["new_workers"] == 1  # pid 2 was not up in the warm-up
+    assert got["gap_ms"] == pytest.approx(350.0)  # gaps 0.5 s and 0.2 s
+    assert got["cpu_ms"] == pytest.approx({"driver": 5.0, "machine": 100.0})
+    one = sc.starts_figures(runs[:1], [], {"driver": 0.0, "machine": 0.0}, call_s=1.0)
+    assert one["gap_ms"] is None and one["new_workers"] == 1
+    cpu = sc.cpu_seconds()
+    assert set(cpu) == {"driver", "machine"} and 0 < cpu["driver"] <= cpu["machine"]
+
+
 def test_verdicts_name_how_the_256_case_ran():
     dash = {"load_s": {"n": 3, "median": 0.1, "max": 0.2}, "curve_s": {"n": 0}, "errors": []}
     out = {"ingest": [{"store": "postgresql", "runs": 256, "concurrent": 64, "how": "4 barrier waves of 64 concurrent",
                        "points_per_s": 6000.0, "dashboard": dash}],
-           "starts": [{"max_runs_per_worker": 8, "warm": False, "error": "boom"},
-                      {"max_runs_per_worker": 8, "warm": True, "runs_per_s": 60.0}]}
+           "starts": [{"gpus": 0, "max_runs_per_worker": 8, "warm": False, "error": "boom"},
+                      {"gpus": 16, "max_runs_per_worker": 8, "warm": True, "runs_per_s": 60.0}]}
     lines = sc.verdicts(out)
     assert "(as 4 barrier waves of 64 concurrent)" in lines[0] and lines[0].endswith("yes")
     assert lines[1].startswith("(d)") and lines[1].endswith("yes")
-    assert "cold Ray" in lines[2] and "not measured" in lines[2]
-    assert "warm Ray" in lines[3] and lines[3].endswith("yes")
+    assert "0.1 CPU per run" in lines[2] and "cold Ray" in lines[2] and "not measured" in lines[2]
+    assert "16 logical GPUs" in lines[3] and "warm Ray" in lines[3] and lines[3].endswith("yes")
