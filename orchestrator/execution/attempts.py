@@ -109,6 +109,8 @@ class Attempts:
                 if kind != "started":
                     points.append((key, *data))
                     continue
+                if attempt.started is not None:
+                    continue  # already taken from its result (a tail that carried its start: the inbox had died)
                 if points:
                     yield Progress(points)
                     points = []

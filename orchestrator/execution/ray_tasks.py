@@ -102,7 +102,10 @@ class Inboxes:
             try:
                 got, heard = ray.get(ref)
             except ray.exceptions.RayActorError:
+                # Its node died, or its process did (the OOM killer): the next launch looks again, and a node still
+                # alive gets a new inbox at once. Its runs' batches go back with their results meanwhile (Outbox).
                 del self.by_node[node]
+                self._looked = -math.inf
                 continue
             batches += got
             beats |= heard
@@ -150,7 +153,8 @@ class Outbox:
         self.closed = threading.Event()
         self.stopped = False  # the driver pruned this attempt
         self.sent = 0  # batches of points in the inbox (the "started" batch aside): see the module's docstring
-        self.delivered = threading.Event()  # the "started" event is in the inbox
+        self.delivered = threading.Event()  # the "started" event is in the inbox (or the inbox is unreachable)
+        self.unreachable = False  # a put failed: what is left goes back with the result
         cls = type(self)
         with cls._lock:
             cls._current = self
@@ -189,14 +193,24 @@ class Outbox:
 
     def _send(self) -> None:
         with self.sending:
+            if self.unreachable:
+                return  # what is buffered goes back with the result
             with self.lock:
                 items, self.items = self.items, []
-            if items:
-                # Waited for here, in the flusher thread (the run goes on): the reply carries the prune verdict, and
-                # the next batch leaves only after this one is in the inbox.
+            if not items:
+                return
+            # Waited for here, in the flusher thread (the run goes on): the reply carries the prune verdict, and the
+            # next batch leaves only after this one is in the inbox.
+            try:
                 self.stopped = ray.get(self.inbox.put.remote(self.key, self.attempt, items)) or self.stopped
                 self.sent += any(kind != "started" for kind, _ in items)
-                self.delivered.set()
+            except ray.exceptions.RayError:
+                # The inbox died: this batch and every later one go back with the result, in order (the run's
+                # heartbeats are lost with the inbox, so the driver may kill it as lost; its points are kept).
+                self.unreachable = True
+                with self.lock:
+                    self.items[:0] = items
+            self.delivered.set()
 
     def close(self) -> list[tuple[str, Any]]:
         """Detach from the flusher; the events not yet sent, which go back with the run's result (no call, no
