@@ -88,14 +88,14 @@ def _kill_inbox_when(store: Store, study: str, keys_reporting: int, killed: list
 
 
 def test_runs_outlive_their_inbox_and_later_runs_get_a_new_one(sqlite_url, tmp_path):
-    # Two runs of 60 steps over 6 s on 2 CPUs, a third queued behind them. The inbox dies once both have stored a
+    # Two runs of 40 steps over 4 s on 2 CPUs, a third queued behind them. The inbox dies once both have stored a
     # point: their later batches go back with their results (Outbox), so each stores its last point and at most the
     # batches the dead inbox held undrained are missing (about a drain interval of reports); the driver drops the
     # dead inbox and the third run, launched after, reports to a new one, every point. Nobody is killed as lost.
     import threading
 
     store = Store(sqlite_url)
-    spec = _study("orphaned", tmp_path, [1, 2, 3], {"steps": 60, "sleep_s": 6.0}, {"heartbeat_grace_s": 120})
+    spec = _study("orphaned", tmp_path, [1, 2, 3], {"steps": 40, "sleep_s": 4.0}, {"heartbeat_grace_s": 120})
     killed: list[int] = []
     with RayExecutor(num_cpus=2, num_gpus=0) as executor:
         killer = threading.Thread(target=lambda: _kill_inbox_when(Store(sqlite_url), "orphaned", 2, killed))
@@ -110,6 +110,37 @@ def test_runs_outlive_their_inbox_and_later_runs_get_a_new_one(sqlite_url, tmp_p
         assert len(logs[r["cell_key"]]) == 1 and logs[r["cell_key"]][0]["started_at"] is not None, logs
     first_two = [_steps(store, runs[x]["cell_key"]) for x in (1, 2)]
     for steps in first_two:
-        assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 60 and len(steps) >= 60 - 20, steps
-    assert _steps(store, runs[3]["cell_key"]) == list(range(1, 61))
+        assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 40 and len(steps) >= 40 - 20, steps
+    assert _steps(store, runs[3]["cell_key"]) == list(range(1, 41))
     store.close()
+
+
+def test_an_outbox_whose_inbox_died_keeps_every_event_for_the_result():
+    # The flusher's put to a dead inbox fails: the run is not held up at its start, and that batch and every later
+    # one stay buffered, in order, for the result (which the driver reads whatever became of the inbox).
+    import threading
+    import time
+
+    import ray
+
+    from orchestrator.execution.ray_tasks import Inbox, Outbox
+
+    with RayExecutor(num_cpus=1, num_gpus=0):
+        inbox = Inbox.options(num_cpus=0).remote()
+        ray.get(inbox.node.remote())
+        ray.kill(inbox)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(inbox.node.remote())
+        outbox = Outbox(inbox, "k", 1)
+        got: list[bool] = []
+        start = threading.Thread(target=lambda: got.append(outbox.add("started", {"n": 0})), daemon=True)
+        start.start()
+        start.join(timeout=30)
+        assert got == [False], "the run's start waited on a dead inbox"
+        for step in (1, 2, 3):
+            outbox.add("progress", (step, {"loss": 1.0}))
+        outbox.wake.set()
+        time.sleep(2 * FLUSH_S)  # the flusher's turn comes and goes: nothing sent, nothing dropped
+        tail = outbox.close()
+    assert tail == [("started", {"n": 0})] + [("progress", (step, {"loss": 1.0})) for step in (1, 2, 3)]
+    assert outbox.sent == 0 and outbox.unreachable
